@@ -1,0 +1,66 @@
+"""wafs: the key-value engines of a Baileys WhatsApp bot, in Python, and a FUSE mount of any of them."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from . import buffer_json, keys
+from .engine import Engine, Kind
+from .engines.file import FileEngine
+from .engines.memory import MemoryEngine
+from .errors import (
+    BackendError,
+    BackendUnavailableError,
+    InvalidKeyError,
+    InvalidValueError,
+    KeyConflictError,
+    MissingDependencyError,
+    NoSpaceError,
+    UnknownSchemeError,
+    WafsError,
+)
+from .registry import open_engine
+
+if TYPE_CHECKING:
+    from .engines.postgres import PostgresEngine
+    from .engines.redis import RedisClient, RedisEngine
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "RedisEngine": "wafs.engines.redis",
+    "RedisClient": "wafs.engines.redis",
+    "PostgresEngine": "wafs.engines.postgres",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'wafs' has no attribute {name!r}")
+
+
+__all__ = [
+    "BackendError",
+    "BackendUnavailableError",
+    "Engine",
+    "FileEngine",
+    "InvalidKeyError",
+    "InvalidValueError",
+    "KeyConflictError",
+    "Kind",
+    "MemoryEngine",
+    "MissingDependencyError",
+    "NoSpaceError",
+    "PostgresEngine",
+    "RedisClient",
+    "RedisEngine",
+    "UnknownSchemeError",
+    "WafsError",
+    "__version__",
+    "buffer_json",
+    "keys",
+    "open_engine",
+]

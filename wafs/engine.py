@@ -1,0 +1,279 @@
+"""The engine contract: three abstract methods, and mixins built only on them.
+
+Like :class:`collections.abc.MutableMapping`, an engine implements ``get``, ``set`` and
+``list``; everything else the CLI and the mount need comes from mixin methods whose
+defaults are built on those three. Engines override the mixins for speed (one round trip
+instead of many), never to change what they mean.
+
+Key rules (:mod:`wafs.keys`) are checked here, in one place, for every engine: a subclass's
+``get``/``set``/``list`` and its overrides of the key-taking mixins are wrapped when the
+class is created, so a bad key or value is refused before the engine's own code runs.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, ClassVar, Literal
+
+from .errors import InvalidValueError
+from .keys import SEPARATOR, check_key, check_prefix, is_valid_key
+
+Ordering = Literal["newest-first", "key", "unspecified"]
+Listing = Literal["bulk", "directory"]
+
+
+class Kind(enum.IntFlag):
+    """What a name in a directory is: a key (``FILE``), a prefix of keys (``DIR``), or both."""
+
+    FILE = 1
+    DIR = 2
+
+
+def check_value(value: object) -> str | None:
+    """Return ``value`` if it is ``None`` or a ``str`` that encodes as UTF-8."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidValueError(f"value must be a str or None, not {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidValueError("value is not valid UTF-8 text") from exc
+    return value
+
+
+def _check_directory(directory: str) -> str:
+    return directory if directory == "" else check_key(directory)
+
+
+def _check_page(offset: int, limit: int | None) -> None:
+    if not isinstance(offset, int) or offset < 0:
+        raise ValueError(f"offset must be an int >= 0, not {offset!r}")
+    if limit is not None and (not isinstance(limit, int) or limit < 0):
+        raise ValueError(f"limit must be an int >= 0 or None, not {limit!r}")
+
+
+def _checks_key(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def checked(self: Engine, key: str, *args: Any, **kwargs: Any) -> Any:
+        return method(self, check_key(key), *args, **kwargs)
+
+    return checked
+
+
+def _checks_keys(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def checked(self: Engine, keys: Iterable[str], *args: Any, **kwargs: Any) -> Any:
+        return method(self, [check_key(key) for key in keys], *args, **kwargs)
+
+    return checked
+
+
+def _checks_set(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def checked(self: Engine, key: str, value: str | None) -> None:
+        return method(self, check_key(key), check_value(value))
+
+    return checked
+
+
+def _checks_set_many(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def checked(self: Engine, items: Mapping[str, str]) -> None:
+        for key, value in items.items():
+            check_key(key)
+            if check_value(value) is None:
+                raise InvalidValueError(f"set_many cannot delete ({key!r} maps to None); use set or delete")
+        return method(self, items)
+
+    return checked
+
+
+def _checks_list(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def checked(self: Engine, prefix: str = "", offset: int = 0, limit: int | None = 50) -> list[str]:
+        _check_page(offset, limit)
+        return method(self, check_prefix(prefix), offset, limit)
+
+    return checked
+
+
+def _checks_prefix(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def checked(self: Engine, prefix: str = "", *args: Any, **kwargs: Any) -> Any:
+        return method(self, check_prefix(prefix), *args, **kwargs)
+
+    return checked
+
+
+def _checks_directory(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def checked(self: Engine, directory: str = "") -> Any:
+        return method(self, _check_directory(directory))
+
+    return checked
+
+
+_CHECKS: dict[str, Callable[[Callable[..., Any]], Callable[..., Any]]] = {
+    "get": _checks_key,
+    "set": _checks_set,
+    "list": _checks_list,
+    "delete": _checks_key,
+    "size": _checks_key,
+    "get_many": _checks_keys,
+    "sizes": _checks_keys,
+    "set_many": _checks_set_many,
+    "iter_keys": _checks_prefix,
+    "items": _checks_prefix,
+    "children": _checks_directory,
+    "delete_prefixes": _checks_keys,
+}
+
+
+def _wrap_checks(cls: type, names: Iterable[str]) -> None:
+    for name in names:
+        method = cls.__dict__.get(name)
+        if method is None or getattr(method, "__isabstractmethod__", False):
+            continue
+        if getattr(method, "_wafs_checked", False):
+            continue
+        checked = _CHECKS[name](method)
+        checked._wafs_checked = True  # type: ignore[attr-defined]
+        setattr(cls, name, checked)
+
+
+class Engine(ABC):
+    """A key-value store of text values under ``/``-separated keys.
+
+    Subclasses implement :meth:`get`, :meth:`set` and :meth:`list`. Engines are called
+    from several threads at once by the mount and must be safe for that.
+    """
+
+    #: The order :meth:`list` returns keys in: ``"newest-first"`` (last write first, ties by
+    #: key), ``"key"`` (code point order of the key) or ``"unspecified"``.
+    ordering: ClassVar[Ordering] = "unspecified"
+    #: How the mount learns the tree: ``"bulk"`` (one :meth:`iter_keys` pass over the whole
+    #: store, then kept current) or ``"directory"`` (:meth:`children` per directory is cheap).
+    listing: ClassVar[Listing] = "bulk"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _wrap_checks(cls, _CHECKS)
+
+    # --- the contract --------------------------------------------------------------------
+
+    @abstractmethod
+    def get(self, key: str) -> str | None:
+        """Return the value stored under ``key``, or ``None`` when there is none.
+
+        ``""`` is a value (an empty file), distinct from ``None``. Raises
+        :class:`~wafs.errors.InvalidKeyError` for a key that breaks the key rules and
+        :class:`~wafs.errors.BackendError` when the store fails: never ``None`` for a failure.
+        """
+
+    @abstractmethod
+    def set(self, key: str, value: str | None) -> None:
+        """Store ``value`` under ``key``; ``None`` deletes ``key`` and every key below ``key + "/"``.
+
+        The cascade never touches a key that merely starts with the same characters:
+        ``set("chat/1", None)`` removes ``chat/1`` and ``chat/1/index`` but not
+        ``chat/10/index``. ``""`` stores an empty value. A write replaces the whole value at
+        once: a reader sees the old or the new value, never a mix.
+        """
+
+    @abstractmethod
+    def list(self, prefix: str = "", offset: int = 0, limit: int | None = 50) -> list[str]:
+        """Return the keys that start with ``prefix`` (plain string prefix), paged.
+
+        Keys only (a directory that merely holds keys is not listed). ``offset`` skips that
+        many keys, ``limit`` caps the page (``None``: all). The order is the engine's
+        :attr:`ordering`; without concurrent writes, consecutive pages neither skip nor
+        repeat a key.
+        """
+
+    # --- mixins: defaults built on the three methods above ---------------------------------
+
+    def iter_keys(self, prefix: str = "") -> Iterator[str]:
+        """Yield every key that starts with ``prefix``, in no promised order (the fastest)."""
+        return iter(self.list(prefix, 0, None))
+
+    def items(self, prefix: str = "", batch: int = 500) -> Iterator[tuple[str, str]]:
+        """Yield ``(key, value)`` for every key under ``prefix``, reading ``batch`` keys at a time."""
+        keys = self.iter_keys(prefix)
+        while chunk := [key for _, key in zip(range(batch), keys)]:
+            for key, value in self.get_many(chunk).items():
+                if value is not None:
+                    yield key, value
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, str | None]:
+        """Read many keys at once: ``{key: value or None}``, in the order given."""
+        return {key: self.get(key) for key in keys}
+
+    def set_many(self, items: Mapping[str, str]) -> None:
+        """Store many values (no ``None``); engines make this one round trip or transaction."""
+        for key, value in items.items():
+            self.set(key, value)
+
+    def size(self, key: str) -> int | None:
+        """Return the length in UTF-8 bytes of the value under ``key``, or ``None``."""
+        return self.sizes([key])[key]
+
+    def sizes(self, keys: Iterable[str]) -> dict[str, int | None]:
+        """Return ``{key: UTF-8 byte length or None}`` for many keys at once."""
+        return {
+            key: None if value is None else len(value.encode("utf-8"))
+            for key, value in self.get_many(keys).items()
+        }
+
+    def delete(self, key: str) -> None:
+        """Delete exactly ``key``, keeping the keys below ``key + "/"`` (unlike ``set(key, None)``).
+
+        The default has only the cascade to work with: it saves the keys below, cascades,
+        and writes them back. Engines override it with a real exact delete.
+        """
+        below = dict(self.items(key + SEPARATOR))
+        self.set(key, None)
+        self.set_many(below)
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        """Delete exactly these keys, as the engine listed them.
+
+        Keys are not checked against the key rules: this is how keys that another client
+        wrote and that break them (``a//b``) are removed by engines that can address them.
+        The default can only address valid keys and skips the others (a cascade over their
+        parent sweeps them). Engines still refuse to act outside their store.
+        """
+        for key in keys:
+            if is_valid_key(key):
+                self.delete(key)
+
+    def delete_prefixes(self, prefixes: Iterable[str]) -> None:
+        """Cascade-delete each prefix (as ``set(prefix, None)``), in as few passes as the engine can."""
+        for prefix in prefixes:
+            self.set(prefix, None)
+
+    def children(self, directory: str = "") -> dict[str, Kind]:
+        """Return the immediate names below ``directory`` (``""`` is the root) and their kind."""
+        start = directory + SEPARATOR if directory else ""
+        found: dict[str, Kind] = {}
+        for key in self.iter_keys(start):
+            name, sep, _ = key[len(start):].partition(SEPARATOR)
+            found[name] = found.get(name, Kind(0)) | (Kind.DIR if sep else Kind.FILE)
+        return found
+
+    def close(self) -> None:
+        """Release connections and files; the engine is not used afterwards."""
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+_wrap_checks(Engine, _CHECKS)
+
+__all__ = ["Engine", "Kind", "Ordering", "Listing", "check_value"]

@@ -1,0 +1,1 @@
+"""The engines wafs ships. Each module imports its third-party client lazily."""

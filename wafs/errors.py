@@ -1,0 +1,39 @@
+"""The errors wafs raises. Third-party errors are translated into these in one place per engine."""
+
+from __future__ import annotations
+
+
+class WafsError(Exception):
+    """Base class of every error wafs raises on purpose."""
+
+
+class InvalidKeyError(WafsError, ValueError):
+    """A key (or prefix) breaks the key rules; nothing was read or written."""
+
+
+class InvalidValueError(WafsError, ValueError):
+    """A value is not a ``str`` that encodes as UTF-8; nothing was written."""
+
+
+class KeyConflictError(WafsError, ValueError):
+    """The key cannot exist beside another one in this engine (a file where a directory must be)."""
+
+
+class UnknownSchemeError(WafsError, ValueError):
+    """An engine URL names a scheme no engine is registered for."""
+
+
+class MissingDependencyError(WafsError, ImportError):
+    """An optional dependency an engine needs is not installed."""
+
+
+class BackendError(WafsError, OSError):
+    """The store failed to do what was asked. Nothing is known to have been lost."""
+
+
+class BackendUnavailableError(BackendError, ConnectionError):
+    """The store cannot be reached (down, timed out, refused); retry later."""
+
+
+class NoSpaceError(BackendError):
+    """The store is full; the old value is kept."""
