@@ -1,0 +1,204 @@
+"""Mounting and unmounting: checks, the background daemon, and a clean exit."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..engine import Engine
+from ..errors import WafsError
+from ..registry import open_engine
+
+log = logging.getLogger("wafs.mount")
+
+READY = b"ready\n"
+START_TIMEOUT = 60.0
+UNMOUNT_TIMEOUT = 10.0
+
+
+class MountError(WafsError):
+    """A mount or unmount could not be done; the message says what to do."""
+
+
+@dataclass
+class MountOptions:
+    """What ``wafs mount`` was asked for."""
+
+    read_only: bool = False
+    ttl: float = 1.0
+    cache_bytes: int = 64 << 20
+    allow_other: bool = False
+    umask: int = 0o077
+    debug: bool = False
+
+
+def mounted_at(mountpoint: str | os.PathLike[str]) -> str | None:
+    """The filesystem type mounted at ``mountpoint`` (``fuse.wafs``…), or None."""
+    target = os.path.realpath(mountpoint)
+    with open("/proc/self/mounts", encoding="utf-8") as mounts:
+        for line in mounts:
+            fields = line.split()
+            if len(fields) > 2 and _unescape(fields[1]) == target:
+                found = fields[2]
+    return locals().get("found")
+
+
+def _unescape(field: str) -> str:
+    return field.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+
+
+def check_mountpoint(mountpoint: str) -> None:
+    """Refuse a mountpoint that is missing, in use, or left stale by a dead daemon."""
+    try:
+        os.stat(mountpoint)
+    except OSError as exc:
+        if exc.errno == errno.ENOTCONN:
+            raise MountError(
+                f"{mountpoint} is a stale mount (its daemon died): run 'wafs umount {mountpoint}' first"
+            ) from exc
+        raise MountError(f"cannot mount on {mountpoint}: {exc.strerror}") from exc
+    if not os.path.isdir(mountpoint):
+        raise MountError(f"cannot mount on {mountpoint}: not a directory")
+    if mounted_at(mountpoint):
+        raise MountError(f"{mountpoint} is already mounted: run 'wafs umount {mountpoint}' first")
+
+
+def serve(engine: Engine, mountpoint: str, options: MountOptions,
+          on_ready: Callable[[], None] = lambda: None) -> None:
+    """Read the engine's tree and serve the mount in this thread until it is unmounted."""
+    import mfusepy
+
+    from .fs import WafsOperations
+
+    operations = WafsOperations(
+        engine,
+        read_only=options.read_only,
+        ttl=options.ttl,
+        cache_bytes=options.cache_bytes,
+        file_mode=0o666 & ~options.umask,
+        dir_mode=0o777 & ~options.umask,
+    )
+    operations.tree.refresh()  # a backend that is down fails the mount here, with its message
+    operations.tree.lookup("")
+    operations.on_ready = on_ready
+    fuse_options: dict[str, object] = {
+        "fsname": f"wafs:{type(engine).__name__}",
+        "subtype": "wafs",
+        "default_permissions": True,
+        "nosuid": True,
+        "nodev": True,
+        "attr_timeout": 1.0,
+        "entry_timeout": 1.0,
+        "negative_timeout": 0.0,
+    }
+    if options.read_only:
+        fuse_options["ro"] = True
+    if options.allow_other:
+        fuse_options["allow_other"] = True
+    mfusepy.FUSE(operations, mountpoint, foreground=True, debug=options.debug, **fuse_options)
+
+
+def mount(engine_url: str, mountpoint: str, options: MountOptions, *, foreground: bool = False,
+          log_file: str | None = None) -> None:
+    """Mount ``engine_url`` at ``mountpoint``; in the background unless ``foreground``.
+
+    In the background this returns once the mount answers, or raises :class:`MountError`
+    with the daemon's own error message.
+    """
+    mountpoint = os.path.abspath(mountpoint)
+    check_mountpoint(mountpoint)
+    if shutil.which("fusermount3") is None and shutil.which("fusermount") is None:
+        raise MountError("FUSE is not installed: apt-get install fuse3")
+    if foreground:
+        with open_engine(engine_url) as engine:
+            serve(engine, mountpoint, options)
+        return
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the daemon
+        os.close(read_end)
+        _become_daemon(log_file)
+        try:
+            with open_engine(engine_url) as engine:
+                serve(engine, mountpoint, options, on_ready=lambda: _say(write_end, READY))
+        except BaseException as exc:  # tell the parent why, whatever it was
+            log.exception("mount of %s failed", engine_url)
+            _say(write_end, f"{exc}\n".encode())
+            os._exit(1)
+        os._exit(0)
+    os.close(write_end)
+    _wait_for_daemon(read_end, pid, mountpoint)
+
+
+def _say(fd: int, message: bytes) -> None:
+    try:
+        os.write(fd, message)
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def _become_daemon(log_file: str | None) -> None:
+    os.setsid()
+    os.chdir("/")
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    if log_file:
+        out = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+    else:
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, force=True,
+                        format="%(asctime)s wafs[%(process)d] %(levelname)s %(message)s")
+
+
+def _wait_for_daemon(read_end: int, pid: int, mountpoint: str) -> None:
+    with os.fdopen(read_end, "rb") as pipe:
+        message = pipe.readline()
+    if message == READY:
+        deadline = time.monotonic() + START_TIMEOUT
+        while not mounted_at(mountpoint) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return
+    os.waitpid(pid, 0)
+    reason = message.decode(errors="replace").strip() or "the daemon exited without a word"
+    raise MountError(f"could not mount at {mountpoint}: {reason}")
+
+
+def unmount(mountpoint: str, *, lazy: bool = False, timeout: float = UNMOUNT_TIMEOUT) -> None:
+    """Unmount a wafs mount; ``lazy`` detaches it even while busy (for a dead daemon)."""
+    mountpoint = os.path.abspath(mountpoint)
+    kind = mounted_at(mountpoint)
+    if kind is None:
+        raise MountError(f"{mountpoint} is not mounted")
+    if not kind.startswith("fuse"):
+        raise MountError(f"{mountpoint} is a {kind} filesystem, not a wafs mount; not touching it")
+    tool = shutil.which("fusermount3") or shutil.which("fusermount") or "fusermount3"
+    command = [tool, "-u"] + (["-z"] if lazy else []) + [mountpoint]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        detail = result.stderr.strip()
+        hint = " (busy: close what uses it, or use --lazy)" if "busy" in detail else ""
+        raise MountError(f"could not unmount {mountpoint}: {detail}{hint}")
+    deadline = time.monotonic() + timeout
+    while mounted_at(mountpoint) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if mounted_at(mountpoint):
+        raise MountError(f"{mountpoint} is still mounted after {timeout:.0f} s")
+
+
+def default_log_file(mountpoint: str) -> str:
+    """Where a background daemon writes its log: ``~/.cache/wafs/<mountpoint>.log``."""
+    directory = Path.home() / ".cache" / "wafs"
+    directory.mkdir(parents=True, exist_ok=True)
+    return str(directory / (os.path.abspath(mountpoint).strip("/").replace("/", "_") + ".log"))

@@ -1,0 +1,548 @@
+"""The FUSE operations: a directory tree over any :class:`wafs.Engine`.
+
+Only the engine API is used here; what a store is good at is chosen by the engine's
+``listing`` attribute (see :mod:`wafs.mount.tree`). Errors are mapped to errno through
+:data:`ERRNO`; anything unexpected becomes ``EIO``, never ``ENOENT``.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+import stat
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import mfusepy
+
+from ..engine import Engine
+from ..errors import (
+    BackendError,
+    InvalidKeyError,
+    InvalidValueError,
+    KeyConflictError,
+    NoSpaceError,
+    WafsError,
+)
+from ..keys import SEPARATOR, is_under
+from .sweeper import Sweeper
+from .tree import VALUE_NAME, Directory, Tree, displayable
+
+log = logging.getLogger("wafs.mount")
+
+#: The one table from wafs errors to errno; the first matching class wins.
+ERRNO: tuple[tuple[type[Exception], int], ...] = (
+    (InvalidValueError, errno.EILSEQ),
+    (InvalidKeyError, errno.EINVAL),
+    (KeyConflictError, errno.EEXIST),
+    (NoSpaceError, errno.ENOSPC),
+    (BackendError, errno.EIO),
+)
+
+#: Files of one directory read together on the first open in it (bulk engines only).
+PREFETCH_KEYS = 256
+PREFETCH_BYTES = 4 << 20
+
+
+def errno_for(exc: BaseException) -> int:
+    """The errno a wafs error becomes in the mount (``EIO`` for anything unknown)."""
+    for cls, number in ERRNO:
+        if isinstance(exc, cls):
+            return number
+    return errno.EIO
+
+
+def _fail(number: int) -> mfusepy.FuseOSError:
+    return mfusepy.FuseOSError(number)
+
+
+def translated(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a FUSE operation, turning every exception into an errno through :data:`ERRNO`."""
+
+    @functools.wraps(method)
+    def operation(self: WafsOperations, *args: Any) -> Any:
+        try:
+            return method(self, *args)
+        except mfusepy.FuseOSError:
+            raise
+        except WafsError as exc:
+            log.warning("%s%r failed: %s", method.__name__, args[:1], exc)
+            raise _fail(errno_for(exc)) from exc
+        except Exception as exc:
+            log.exception("%s%r failed unexpectedly", method.__name__, args[:1])
+            raise _fail(errno.EIO) from exc
+
+    return operation
+
+
+class ValueCache:
+    """Recently read values, at most ``max_bytes`` in all, each trusted for ``ttl`` seconds."""
+
+    def __init__(self, max_bytes: int, ttl: float) -> None:
+        self.max_bytes = max_bytes
+        self.ttl = ttl
+        self._items: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> bytes | None:
+        with self._lock:
+            item = self._items.get(key)
+            if item is None:
+                return None
+            if time.monotonic() - item[1] > self.ttl:
+                self._pop(key)
+                return None
+            self._items.move_to_end(key)
+            return item[0]
+
+    def put(self, key: str, data: bytes) -> None:
+        if len(data) > self.max_bytes // 4:
+            self.drop(key)
+            return
+        with self._lock:
+            self._pop(key)
+            self._items[key] = (data, time.monotonic())
+            self._bytes += len(data)
+            while self._bytes > self.max_bytes:
+                self._pop(next(iter(self._items)))
+
+    def drop(self, key: str) -> None:
+        with self._lock:
+            self._pop(key)
+
+    def drop_tree(self, key: str) -> None:
+        with self._lock:
+            for cached in [k for k in self._items if is_under(k, key)]:
+                self._pop(cached)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._bytes = 0
+
+    def _pop(self, key: str) -> None:
+        item = self._items.pop(key, None)
+        if item is not None:
+            self._bytes -= len(item[0])
+
+
+@dataclass
+class Handle:
+    """An open file: a snapshot of the value, and the pending write if any."""
+
+    key: str
+    data: bytes | bytearray
+    writable: bool
+    dirty: bool = False
+    created: bool = False  # the key did not exist before this handle made it
+    refused: bool = False  # a commit was refused (not UTF-8): nothing more is written
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class WafsOperations(mfusepy.Operations):
+    """mfusepy operations serving ``engine`` as a directory tree."""
+
+    use_ns = True
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        read_only: bool = False,
+        ttl: float = 1.0,
+        cache_bytes: int = 64 << 20,
+        file_mode: int = 0o600,
+        dir_mode: int = 0o700,
+        sweep_delay: float = 0.2,
+    ) -> None:
+        self.engine = engine
+        self.read_only = read_only
+        self.tree = Tree(engine, ttl=ttl)
+        self.cache = ValueCache(cache_bytes, ttl)
+        self.sweeper = Sweeper(engine, delay=sweep_delay if engine.listing == "bulk" else 0.0)
+        self.file_mode = file_mode
+        self.dir_mode = dir_mode
+        self.uid, self.gid = os.getuid(), os.getgid()
+        self.started_ns = time.time_ns()
+        self._mtimes: dict[str, int] = {}
+        self._handles: dict[int, Handle] = {}
+        self._next_fh = 1
+        self._handles_lock = threading.Lock()
+        self.on_ready: Callable[[], None] = lambda: None
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def init(self, path: str) -> None:
+        self.on_ready()
+
+    def destroy(self, path: str) -> None:
+        for handle in list(self._handles.values()):
+            try:
+                self._commit(handle)
+            except Exception:
+                log.exception("could not write %r while unmounting", handle.key)
+        self.sweeper.close()
+
+    # --- paths --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _tree_path(path: str) -> str:
+        return path.lstrip("/")
+
+    @staticmethod
+    def _key(path: str) -> str:
+        """The key a path stands for; ``dir/__value__`` is the key ``dir``."""
+        parts = path.strip("/").split(SEPARATOR)
+        if parts[-1] == VALUE_NAME and len(parts) > 1:
+            parts.pop()
+        key = SEPARATOR.join(parts)
+        if not displayable(key):
+            raise InvalidKeyError(f"{path!r} cannot be a key")
+        return key
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise _fail(errno.EROFS)
+
+    # --- attributes ---------------------------------------------------------------------------
+
+    def _dir_attrs(self) -> dict[str, Any]:
+        return {
+            "st_mode": stat.S_IFDIR | self.dir_mode,
+            "st_nlink": 1,
+            "st_uid": self.uid,
+            "st_gid": self.gid,
+            "st_size": 0,
+            "st_mtime": self.started_ns,
+            "st_ctime": self.started_ns,
+            "st_atime": self.started_ns,
+        }
+
+    def _file_attrs(self, key: str, size: int) -> dict[str, Any]:
+        mtime = self._mtimes.get(key, self.started_ns)
+        return {
+            "st_mode": stat.S_IFREG | self.file_mode,
+            "st_nlink": 1,
+            "st_uid": self.uid,
+            "st_gid": self.gid,
+            "st_size": size,
+            "st_blocks": (size + 511) // 512,
+            "st_mtime": mtime,
+            "st_ctime": mtime,
+            "st_atime": mtime,
+        }
+
+    @translated
+    def getattr(self, path: str, fh: int | None = None) -> dict[str, Any]:
+        tree_path = self._tree_path(path)
+        if tree_path == "":
+            return self._dir_attrs()
+        if tree_path.split(SEPARATOR).count(VALUE_NAME) > (tree_path.endswith(VALUE_NAME) and 1):
+            raise _fail(errno.ENOENT)
+        entry = self.tree.lookup(tree_path)
+        if isinstance(entry, Directory):
+            return self._dir_attrs()
+        key = self._key(path)
+        open_size = self._open_size(key)
+        if open_size is not None:
+            return self._file_attrs(key, open_size)
+        if entry is None:
+            raise _fail(errno.ENOENT)
+        size = entry if entry >= 0 else self.tree.file_sizes(tree_path)
+        return self._file_attrs(key, size)
+
+    @translated
+    def readdir(self, path: str, fh: int) -> list[tuple[str, dict[str, int], int]]:
+        tree_path = self._tree_path(path)
+        node = self.tree.listing(tree_path)
+        if node is None:
+            raise _fail(errno.ENOTDIR if self.tree.lookup(tree_path) is not None else errno.ENOENT)
+        dir_mode = {"st_mode": stat.S_IFDIR}
+        file_mode = {"st_mode": stat.S_IFREG}
+        with self.tree.lock:
+            names = [(n, dir_mode if isinstance(e, Directory) else file_mode, 0) for n, e in node.entries.items()]
+            if node.value is not None:
+                names.append((VALUE_NAME, file_mode, 0))
+        return [(".", dir_mode, 0), ("..", dir_mode, 0), *names]
+
+    @translated
+    def statfs(self, path: str) -> dict[str, int]:
+        huge = 1 << 40
+        return {
+            "f_bsize": 4096, "f_frsize": 4096, "f_blocks": huge, "f_bfree": huge, "f_bavail": huge,
+            "f_files": huge, "f_ffree": huge, "f_favail": huge, "f_namemax": 255,
+        }
+
+    # --- reading --------------------------------------------------------------------------------
+
+    def _read_value(self, key: str, tree_path: str) -> bytes | None:
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+        keys = [key]
+        if self.tree.bulk:
+            keys += self._siblings_to_prefetch(key, tree_path)
+        values = self.engine.get_many(keys)
+        for fetched, value in values.items():
+            if value is not None:
+                self.cache.put(fetched, value.encode("utf-8"))
+        value = values[key]
+        return None if value is None else value.encode("utf-8")
+
+    def _siblings_to_prefetch(self, key: str, tree_path: str) -> list[str]:
+        parent_path = tree_path.rpartition(SEPARATOR)[0]
+        with self.tree.lock:
+            parent = self.tree.lookup_cached(parent_path) if parent_path else self.tree.root
+            if not isinstance(parent, Directory):
+                return []
+            siblings, budget = [], PREFETCH_BYTES
+            for name, entry in parent.entries.items():
+                if isinstance(entry, Directory) or len(siblings) >= PREFETCH_KEYS:
+                    continue
+                sibling = f"{parent_path}{SEPARATOR}{name}" if parent_path else name
+                if sibling != key and 0 <= entry <= budget and self.cache.get(sibling) is None:
+                    siblings.append(sibling)
+                    budget -= entry
+        return siblings
+
+    @translated
+    def open(self, path: str, flags: int) -> int:
+        writable = flags & os.O_ACCMODE != os.O_RDONLY
+        if writable or flags & os.O_TRUNC:
+            self._writable()
+        tree_path = self._tree_path(path)
+        entry = self.tree.lookup(tree_path)
+        if isinstance(entry, Directory):
+            raise _fail(errno.EISDIR)
+        key = self._key(path)
+        if entry is None and self._open_size(key) is None:
+            raise _fail(errno.ENOENT)
+        if flags & os.O_TRUNC:
+            handle = Handle(key, bytearray(), writable=True, dirty=True)
+        else:
+            data = self._current(key, tree_path)
+            if data is None:
+                self.tree.drop(key)
+                raise _fail(errno.ENOENT)
+            handle = Handle(key, bytearray(data) if writable else data, writable)
+        return self._register(handle)
+
+    def _current(self, key: str, tree_path: str) -> bytes | None:
+        """The value as the mount shows it: an open handle's pending write, else the store's."""
+        with self._handles_lock:
+            pending = [h for h in self._handles.values() if h.key == key and h.dirty and not h.refused]
+        if pending:
+            return bytes(pending[-1].data)
+        return self._read_value(key, tree_path)
+
+    @translated
+    def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
+        return bytes(self._handle(fh).data[offset:offset + size])
+
+    # --- writing --------------------------------------------------------------------------------
+
+    @translated
+    def create(self, path: str, mode: int, flags: int = 0) -> int:
+        self._writable()
+        key = self._key(path)
+        self.sweeper.flush_covering(key)
+        handle = Handle(key, bytearray(), writable=True, dirty=True, created=True)
+        self.tree.put(key, 0)
+        return self._register(handle)
+
+    @translated
+    def write(self, path: str, data: bytes, offset: int, fh: int) -> int:
+        handle = self._handle(fh)
+        if not handle.writable:
+            raise _fail(errno.EBADF)
+        with handle.lock:
+            buffer = handle.data
+            assert isinstance(buffer, bytearray)
+            if offset > len(buffer):
+                buffer.extend(bytes(offset - len(buffer)))
+            buffer[offset:offset + len(data)] = data
+            handle.dirty = True
+        return len(data)
+
+    @translated
+    def truncate(self, path: str, length: int, fh: int | None = None) -> int:
+        self._writable()
+        key = self._key(path)
+        with self._handles_lock:
+            open_writers = [h for h in self._handles.values() if h.key == key and h.writable]
+        for handle in open_writers:
+            with handle.lock:
+                _resize(handle.data, length)  # type: ignore[arg-type]
+                handle.dirty = True
+        if open_writers:
+            return 0
+        data = self._current(key, self._tree_path(path))
+        if data is None:
+            raise _fail(errno.ENOENT)
+        resized = bytearray(data)
+        _resize(resized, length)
+        self._store(key, bytes(resized))
+        return 0
+
+    @translated
+    def flush(self, path: str, fh: int) -> int:
+        self._commit(self._handle(fh))
+        return 0
+
+    @translated
+    def fsync(self, path: str, datasync: int, fh: int) -> int:
+        self._commit(self._handle(fh))
+        return 0
+
+    @translated
+    def release(self, path: str, fh: int) -> int:
+        with self._handles_lock:
+            handle = self._handles.pop(fh, None)
+        if handle is not None:
+            self._commit(handle)
+        return 0
+
+    def _commit(self, handle: Handle) -> None:
+        with handle.lock:
+            if not handle.dirty or handle.refused:
+                return
+            data = bytes(handle.data)
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError:
+                handle.refused = True
+                if handle.created:
+                    self.tree.drop(handle.key)
+                raise _fail(errno.EILSEQ) from None
+            self._store(handle.key, data)
+            handle.dirty = False
+            handle.created = False
+
+    def _store(self, key: str, data: bytes) -> None:
+        self.sweeper.flush_covering(key)
+        self.engine.set(key, data.decode("utf-8"))
+        self._mtimes[key] = time.time_ns()
+        self.tree.put(key, len(data))
+        self.cache.put(key, data)
+
+    # --- namespace ------------------------------------------------------------------------------
+
+    @translated
+    def unlink(self, path: str) -> int:
+        self._writable()
+        entry = self.tree.lookup(self._tree_path(path))
+        if entry is None:
+            raise _fail(errno.ENOENT)
+        if isinstance(entry, Directory):
+            raise _fail(errno.EISDIR)
+        key = self._key(path)
+        self.engine.delete(key)
+        self._forget(key)
+        return 0
+
+    def _forget(self, key: str) -> None:
+        self.tree.drop(key)
+        self.cache.drop(key)
+        self._mtimes.pop(key, None)
+
+    @translated
+    def mkdir(self, path: str, mode: int) -> int:
+        self._writable()
+        key = self._key(path)
+        if self.tree.lookup(self._tree_path(path)) is not None:
+            raise _fail(errno.EEXIST)
+        self.sweeper.flush_covering(key)
+        self.tree.mkdir(key)
+        return 0
+
+    @translated
+    def rmdir(self, path: str) -> int:
+        self._writable()
+        tree_path = self._tree_path(path)
+        node = self.tree.listing(tree_path)
+        if node is None:
+            raise _fail(errno.ENOTDIR if self.tree.lookup(tree_path) is not None else errno.ENOENT)
+        if not node.is_empty():
+            raise _fail(errno.ENOTEMPTY)
+        key = self._key(path)
+        hidden = self.tree.hidden_under(key)
+        if hidden:
+            self.engine.delete_many(hidden)
+        self.sweeper.add(key)
+        self.tree.drop_tree(key)
+        self.cache.drop_tree(key)
+        return 0
+
+    @translated
+    def rename(self, old: str, new: str) -> int:
+        self._writable()
+        old_entry = self.tree.lookup(self._tree_path(old))
+        if old_entry is None:
+            raise _fail(errno.ENOENT)
+        if isinstance(old_entry, Directory):
+            raise _fail(errno.EXDEV)  # mv falls back to copy and delete
+        if isinstance(self.tree.lookup(self._tree_path(new)), Directory):
+            raise _fail(errno.EISDIR)
+        old_key, new_key = self._key(old), self._key(new)
+        if old_key == new_key:
+            return 0
+        with self._handles_lock:
+            writers = [h for h in self._handles.values() if h.key == old_key and h.dirty]
+        for handle in writers:
+            self._commit(handle)
+        data = self._current(old_key, self._tree_path(old))
+        if data is None:
+            raise _fail(errno.ENOENT)
+        self._store(new_key, data)
+        self.engine.delete(old_key)
+        self._forget(old_key)
+        return 0
+
+    @translated
+    def chmod(self, path: str, mode: int) -> int:
+        self._writable()
+        return 0  # modes are fixed by the mount options; accepted so cp -a does not fail
+
+    @translated
+    def chown(self, path: str, uid: int, gid: int) -> int:
+        self._writable()
+        return 0
+
+    @translated
+    def utimens(self, path: str, times: tuple[int, int] | None = None) -> int:
+        self._writable()
+        return 0
+
+    # --- handles ----------------------------------------------------------------------------------
+
+    def _register(self, handle: Handle) -> int:
+        with self._handles_lock:
+            fh = self._next_fh
+            self._next_fh += 1
+            self._handles[fh] = handle
+        return fh
+
+    def _handle(self, fh: int) -> Handle:
+        try:
+            return self._handles[fh]
+        except KeyError:
+            raise _fail(errno.EBADF) from None
+
+    def _open_size(self, key: str) -> int | None:
+        with self._handles_lock:
+            sizes = [len(h.data) for h in self._handles.values() if h.key == key and h.dirty and not h.refused]
+        return sizes[-1] if sizes else None
+
+
+def _resize(buffer: bytearray, length: int) -> None:
+    if length < len(buffer):
+        del buffer[length:]
+    else:
+        buffer.extend(bytes(length - len(buffer)))

@@ -1,0 +1,397 @@
+"""The daemon's picture of the store: a tree of directories and file sizes, kept current.
+
+Keys become paths; directories are implied by keys. Two ways to learn the tree, chosen by
+the engine's :attr:`~wafs.Engine.listing`:
+
+* ``"bulk"`` (Redis, PostgreSQL, memory, user engines): one :meth:`~wafs.Engine.iter_keys`
+  pass over the whole store builds the tree; it is rebuilt when older than ``ttl`` (or
+  patched by a change feed, which sets ``ttl`` to infinity and calls :meth:`Tree.invalidate`
+  when it loses events).
+* ``"directory"`` (FileEngine): each directory is listed with :meth:`~wafs.Engine.children`
+  when first needed and again once older than ``ttl``.
+
+Mutations made through the mount are applied to the tree at once. A mutation made while a
+listing is being read is also replayed on the new listing, so a rebuild never undoes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from ..engine import Engine, Kind
+from ..keys import SEPARATOR, is_valid_key
+
+log = logging.getLogger("wafs.mount")
+
+#: The listed name under which a directory shows the value of the key with its own name
+#: (possible in Redis, PostgreSQL and memory, where ``a`` and ``a/b`` can both exist).
+VALUE_NAME = "__value__"
+NAME_MAX = 255
+UNKNOWN = -1
+
+
+class Directory:
+    """A directory: ``entries`` maps a name to a sub-``Directory`` or to a file size (-1: unknown)."""
+
+    __slots__ = ("entries", "value", "loaded", "local")
+
+    def __init__(self) -> None:
+        self.entries: dict[str, Directory | int] = {}
+        self.value: int | None = None  # size of the key named like this directory, if any
+        self.loaded = 0.0  # monotonic time the listing was read; 0: never
+        self.local = False  # made by mkdir or emptied through the mount: kept with no keys
+
+    def is_empty(self) -> bool:
+        return not self.entries and self.value is None
+
+
+def displayable(key: str) -> bool:
+    """True when a key can be shown as a path: valid, no reserved name, no overlong segment."""
+    if not is_valid_key(key):
+        return False
+    return all(s != VALUE_NAME and len(s.encode("utf-8")) <= NAME_MAX for s in key.split(SEPARATOR))
+
+
+@dataclass(frozen=True)
+class _Change:
+    kind: str  # "put", "drop", "drop_tree", "mkdir"
+    path: str
+    size: int = UNKNOWN
+
+    def within(self, directory: str) -> bool:
+        return directory == "" or self.path == directory or self.path.startswith(directory + SEPARATOR)
+
+
+class Tree:
+    """Thread-safe tree of the store. Paths here are keys: ``""`` is the root."""
+
+    def __init__(self, engine: Engine, ttl: float = 1.0) -> None:
+        self.engine = engine
+        self.bulk = engine.listing == "bulk"
+        self.ttl = ttl
+        self.lock = threading.RLock()
+        self._load_lock = threading.Lock()
+        self.root = Directory()
+        self.hidden: set[str] = set()  # keys that cannot be shown, as the store holds them
+        self._journal: list[_Change] | None = None
+        self._local_dirs: set[str] = set()
+        self.on_hidden: Callable[[str], None] = lambda key: log.warning(
+            "key %r cannot be shown as a path; it is hidden (rm -r of its parent still removes it)", key
+        )
+
+    # --- freshness -------------------------------------------------------------------------
+
+    def invalidate(self) -> None:
+        """Forget every listing: the next access reads the store again."""
+        with self.lock:
+            self.root.loaded = 0.0
+            for directory in self._walk_dirs(self.root):
+                directory.loaded = 0.0
+
+    def _stale(self, directory: Directory) -> bool:
+        return directory.loaded == 0.0 or (
+            not math.isinf(self.ttl) and time.monotonic() - directory.loaded > self.ttl
+        )
+
+    def refresh(self) -> None:
+        """Read the whole store again (bulk engines) or forget every listing (directory engines)."""
+        if self.bulk:
+            self._rescan()
+        else:
+            self.invalidate()
+
+    def _ensure(self, path: str) -> Directory | None:
+        """The directory at ``path`` with a fresh listing, or None if there is none."""
+        if self.bulk:
+            if self._stale(self.root):
+                self._rescan()
+            with self.lock:
+                return self._find_dir(path)
+        parts = path.split(SEPARATOR) if path else []
+        current = ""
+        for depth in range(len(parts) + 1):
+            with self.lock:
+                node = self._find_dir(current)
+                stale = node is not None and self._stale(node)
+            if node is None:
+                return None
+            if stale:
+                self._list_directory(current)
+            if depth < len(parts):
+                current = f"{current}{SEPARATOR}{parts[depth]}" if current else parts[depth]
+        with self.lock:
+            return self._find_dir(path)
+
+    # --- reading the store -------------------------------------------------------------------
+
+    def _begin_listing(self) -> float:
+        with self.lock:
+            if self._journal is None:
+                self._journal = []
+        return time.monotonic()
+
+    def _end_listing(self, directory: str) -> list[_Change]:
+        with self.lock:
+            journal, self._journal = self._journal or [], None
+        return [change for change in journal if change.within(directory)]
+
+    def _rescan(self) -> None:
+        with self._load_lock:
+            if not self._stale(self.root):
+                return  # another thread rebuilt it while this one waited
+            started = self._begin_listing()
+            try:
+                new_root, hidden = self._build(self.engine.iter_keys(""))
+            finally:
+                replay = self._end_listing("")
+            with self.lock:
+                for change in replay:
+                    self._apply(new_root, change)
+                for path in self._local_dirs:
+                    self._make_dirs(new_root, path, local=True)
+                new_root.loaded = started
+                self.root = new_root
+                self._note_hidden(hidden)
+
+    def _build(self, keys: Iterable[str]) -> tuple[Directory, list[str]]:
+        root = Directory()
+        names: dict[str, str] = {}  # one string object per distinct name, to save memory
+        hidden = []
+        for key in keys:
+            if not displayable(key):
+                hidden.append(key)
+                continue
+            *parents, leaf = key.split(SEPARATOR)
+            node = root
+            for name in parents:
+                child = node.entries.get(name)
+                if not isinstance(child, Directory):
+                    name = names.setdefault(name, name)
+                    replaced = Directory()
+                    if child is not None:
+                        replaced.value = child
+                    node.entries[name] = child = replaced
+                node = child
+            existing = node.entries.get(leaf)
+            if isinstance(existing, Directory):
+                existing.value = UNKNOWN
+            else:
+                node.entries[names.setdefault(leaf, leaf)] = UNKNOWN
+        return root, hidden
+
+    def _list_directory(self, path: str) -> None:
+        with self._load_lock:
+            with self.lock:
+                node = self._find_dir(path)
+                if node is None or not self._stale(node):
+                    return
+            started = self._begin_listing()
+            try:
+                children = self.engine.children(path)
+                files = [self._join(path, n) for n, kind in children.items() if kind & Kind.FILE]
+                sizes = self.engine.sizes([k for k in files if displayable(k)]) if files else {}
+            finally:
+                replay = self._end_listing(path)
+            with self.lock:
+                node = self._find_dir(path)
+                if node is None:
+                    return
+                old = node.entries
+                node.entries = {}
+                node.value = None
+                hidden = []
+                for name, kind in children.items():
+                    key = self._join(path, name)
+                    if not displayable(key):
+                        hidden.append(key)
+                        continue
+                    if kind & Kind.DIR:
+                        previous = old.get(name)
+                        child = previous if isinstance(previous, Directory) else Directory()
+                        node.entries[name] = child
+                        if kind & Kind.FILE:
+                            child.value = sizes.get(key) or 0
+                    else:
+                        size = sizes.get(key)
+                        if size is not None:
+                            node.entries[name] = size
+                for name, previous in old.items():
+                    if isinstance(previous, Directory) and previous.local and name not in node.entries:
+                        node.entries[name] = previous
+                for change in replay:
+                    self._apply(self.root, change)
+                node.loaded = started
+                self._note_hidden(hidden)
+
+    def _note_hidden(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            if key not in self.hidden:
+                self.hidden.add(key)
+                self.on_hidden(key)
+
+    # --- lookups -------------------------------------------------------------------------------
+
+    def lookup(self, path: str) -> Directory | int | None:
+        """What ``path`` is: a Directory, a file size (-1 unknown), or None (no such path)."""
+        if path == "":
+            return self._ensure("")
+        parent_path, _, name = path.rpartition(SEPARATOR)
+        parent = self._ensure(parent_path)
+        if parent is None:
+            return None
+        with self.lock:
+            if name == VALUE_NAME:
+                return parent.value
+            return parent.entries.get(name)
+
+    def listing(self, path: str) -> Directory | None:
+        """The directory at ``path``, freshly listed, or None when there is none."""
+        return self._ensure(path)
+
+    def file_sizes(self, path: str) -> int:
+        """The size of the file at ``path``; unknown sizes of its directory are read in one batch."""
+        parent_path, _, name = path.rpartition(SEPARATOR)
+        with self.lock:
+            parent = self._find_dir(parent_path)
+            if parent is None:
+                return 0
+            unknown = [self._join(parent_path, n) for n, e in parent.entries.items() if e == UNKNOWN]
+            if parent.value == UNKNOWN:
+                unknown.append(parent_path)
+        if unknown:
+            sizes = self.engine.sizes(unknown)
+            with self.lock:
+                for key, size in sizes.items():
+                    self._set_size(key, size)
+        with self.lock:
+            found = self.lookup_cached(path)
+            return found if isinstance(found, int) and found >= 0 else 0
+
+    def lookup_cached(self, path: str) -> Directory | int | None:
+        """Like :meth:`lookup` with no store access (the caller holds fresh data)."""
+        parent_path, _, name = path.rpartition(SEPARATOR)
+        parent = self._find_dir(parent_path)
+        if parent is None:
+            return None
+        return parent.value if name == VALUE_NAME else parent.entries.get(name)
+
+    def hidden_under(self, directory: str) -> list[str]:
+        with self.lock:
+            return [key for key in self.hidden if key.startswith(directory + SEPARATOR)]
+
+    # --- changes made through the mount ----------------------------------------------------------
+
+    def put(self, key: str, size: int) -> None:
+        self._change(_Change("put", key, size))
+
+    def drop(self, key: str) -> None:
+        self._change(_Change("drop", key))
+
+    def drop_tree(self, key: str) -> None:
+        with self.lock:
+            self.hidden = {k for k in self.hidden if not (k == key or k.startswith(key + SEPARATOR))}
+            self._local_dirs = {d for d in self._local_dirs if not (d == key or d.startswith(key + SEPARATOR))}
+        self._change(_Change("drop_tree", key))
+
+    def mkdir(self, key: str) -> None:
+        with self.lock:
+            self._local_dirs.add(key)
+        self._change(_Change("mkdir", key))
+
+    def _change(self, change: _Change) -> None:
+        with self.lock:
+            self._apply(self.root, change)
+            if self._journal is not None:
+                self._journal.append(change)
+
+    def _apply(self, root: Directory, change: _Change) -> None:
+        if change.kind == "put":
+            self._set_size(change.path, change.size, root, create=True)
+        elif change.kind == "mkdir":
+            self._make_dirs(root, change.path, local=True)
+        else:
+            parent_path, _, name = change.path.rpartition(SEPARATOR)
+            parent = self._find_dir(parent_path, root)
+            if parent is None:
+                return
+            entry = parent.entries.get(name)
+            if change.kind == "drop_tree" or not isinstance(entry, Directory):
+                if entry is not None:
+                    del parent.entries[name]
+            else:
+                entry.value = None
+                entry.local = True
+            if parent.is_empty():
+                parent.local = True  # rm -r removes the children, then rmdir's the parent
+
+    def _set_size(self, key: str, size: int | None, root: Directory | None = None, create: bool = False) -> None:
+        root = root or self.root
+        parent_path, _, name = key.rpartition(SEPARATOR)
+        parent = self._make_dirs(root, parent_path) if create else self._find_dir(parent_path, root)
+        if parent is None:
+            return
+        entry = parent.entries.get(name)
+        if isinstance(entry, Directory):
+            entry.value = size
+        elif size is None:
+            parent.entries.pop(name, None)
+        elif entry is not None or create:
+            parent.entries[name] = size
+
+    # --- helpers ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def _join(directory: str, name: str) -> str:
+        return f"{directory}{SEPARATOR}{name}" if directory else name
+
+    def _find_dir(self, path: str, root: Directory | None = None) -> Directory | None:
+        node = root or self.root
+        if path == "":
+            return node
+        for name in path.split(SEPARATOR):
+            child = node.entries.get(name)
+            if not isinstance(child, Directory):
+                return None
+            node = child
+        return node
+
+    def _make_dirs(self, root: Directory, path: str, local: bool = False) -> Directory:
+        node = root
+        if path == "":
+            return node
+        for name in path.split(SEPARATOR):
+            child = node.entries.get(name)
+            if not isinstance(child, Directory):
+                replaced = Directory()
+                if isinstance(child, int):
+                    replaced.value = child
+                replaced.loaded = node.loaded
+                node.entries[name] = child = replaced
+            node = child
+        node.local = node.local or local
+        return node
+
+    @staticmethod
+    def _walk_dirs(root: Directory) -> Iterable[Directory]:
+        stack = [root]
+        while stack:
+            node = stack.pop()
+            for entry in node.entries.values():
+                if isinstance(entry, Directory):
+                    yield entry
+                    stack.append(entry)
+
+    def count(self) -> tuple[int, int]:
+        """``(directories, files)`` held in the tree."""
+        with self.lock:
+            dirs = files = 0
+            for directory in [self.root, *self._walk_dirs(self.root)]:
+                dirs += 1
+                files += sum(1 for e in directory.entries.values() if not isinstance(e, Directory))
+                files += directory.value is not None
+            return dirs, files
