@@ -145,6 +145,14 @@ def _wrap_checks(cls: type, names: Iterable[str]) -> None:
         setattr(cls, name, checked)
 
 
+class Watch(ABC):
+    """A running change feed, from :meth:`Engine.watch`."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Stop following changes; no callback runs after this returns."""
+
+
 class Engine(ABC):
     """A key-value store of text values under ``/``-separated keys.
 
@@ -264,6 +272,17 @@ class Engine(ABC):
             found[name] = found.get(name, Kind(0)) | (Kind.DIR if sep else Kind.FILE)
         return found
 
+    def watch(self, on_change: Callable[[str | None, bool], None]) -> Watch | None:
+        """Follow changes other clients make to the store, if the store can tell.
+
+        Calls ``on_change(key, deleted)`` from a background thread for every key set
+        (``deleted`` False) or deleted (True), and ``on_change(None, True)`` whenever events
+        may have been lost (a reconnect): the caller must then read the store again.
+        Returns a :class:`Watch` to stop following, or ``None`` when the store has no change
+        feed (the default), in which case callers poll.
+        """
+        return None
+
     def close(self) -> None:
         """Release connections and files; the engine is not used afterwards."""
 
@@ -276,4 +295,4 @@ class Engine(ABC):
 
 _wrap_checks(Engine, _CHECKS)
 
-__all__ = ["Engine", "Kind", "Ordering", "Listing", "check_value"]
+__all__ = ["Engine", "Kind", "Listing", "Ordering", "Watch", "check_value"]

@@ -6,8 +6,10 @@ import errno
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +18,7 @@ from pathlib import Path
 from ..engine import Engine
 from ..errors import WafsError
 from ..registry import open_engine
+from .fs import PID_XATTR, WafsOperations
 
 log = logging.getLogger("wafs.mount")
 
@@ -76,8 +79,6 @@ def serve(engine: Engine, mountpoint: str, options: MountOptions,
     """Read the engine's tree and serve the mount in this thread until it is unmounted."""
     import mfusepy
 
-    from .fs import WafsOperations
-
     operations = WafsOperations(
         engine,
         read_only=options.read_only,
@@ -86,6 +87,7 @@ def serve(engine: Engine, mountpoint: str, options: MountOptions,
         file_mode=0o666 & ~options.umask,
         dir_mode=0o777 & ~options.umask,
     )
+    following = operations.follow_changes()
     operations.tree.refresh()  # a backend that is down fails the mount here, with its message
     operations.tree.lookup("")
     operations.on_ready = on_ready
@@ -103,7 +105,29 @@ def serve(engine: Engine, mountpoint: str, options: MountOptions,
         fuse_options["ro"] = True
     if options.allow_other:
         fuse_options["allow_other"] = True
+    log.info("serving %r at %s (%s)", engine, mountpoint, "change feed" if following else f"TTL {options.ttl} s")
+    _refresh_on_sighup(operations)
     mfusepy.FUSE(operations, mountpoint, foreground=True, debug=options.debug, **fuse_options)
+
+
+def _refresh_on_sighup(operations: WafsOperations) -> None:
+    """SIGHUP (``wafs refresh``) makes the daemon read the whole store again.
+
+    SIGHUP is blocked in this thread, and so in every thread started from here on (libfuse's
+    too); one of our threads takes it with sigwait, so libfuse never sees it.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+
+    def wait() -> None:
+        while True:
+            signal.sigwait({signal.SIGHUP})
+            log.info("SIGHUP: reading the store again")
+            try:
+                operations.refresh()
+            except Exception:
+                log.exception("refresh failed; the next access tries again")
+
+    threading.Thread(target=wait, name="wafs-sighup", daemon=True).start()
 
 
 def mount(engine_url: str, mountpoint: str, options: MountOptions, *, foreground: bool = False,
@@ -195,6 +219,19 @@ def unmount(mountpoint: str, *, lazy: bool = False, timeout: float = UNMOUNT_TIM
         time.sleep(0.02)
     if mounted_at(mountpoint):
         raise MountError(f"{mountpoint} is still mounted after {timeout:.0f} s")
+
+
+def refresh(mountpoint: str) -> int:
+    """Make the daemon serving ``mountpoint`` read its store again; returns the daemon's pid."""
+    mountpoint = os.path.abspath(mountpoint)
+    if not (mounted_at(mountpoint) or "").startswith("fuse"):
+        raise MountError(f"{mountpoint} is not a wafs mount")
+    try:
+        pid = int(os.getxattr(mountpoint, PID_XATTR))
+    except OSError as exc:
+        raise MountError(f"{mountpoint} does not answer as a wafs mount: {exc.strerror}") from exc
+    os.kill(pid, signal.SIGHUP)
+    return pid
 
 
 def default_log_file(mountpoint: str) -> str:

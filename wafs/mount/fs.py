@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import functools
 import logging
+import math
 import os
 import stat
 import threading
@@ -21,7 +22,7 @@ from typing import Any
 
 import mfusepy
 
-from ..engine import Engine
+from ..engine import Engine, Watch
 from ..errors import (
     BackendError,
     InvalidKeyError,
@@ -32,7 +33,7 @@ from ..errors import (
 )
 from ..keys import SEPARATOR, is_under
 from .sweeper import Sweeper
-from .tree import VALUE_NAME, Directory, Tree, displayable
+from .tree import UNKNOWN, VALUE_NAME, Directory, Tree, displayable
 
 log = logging.getLogger("wafs.mount")
 
@@ -47,6 +48,9 @@ ERRNO: tuple[tuple[type[Exception], int], ...] = (
 
 #: Files of one directory read together on the first open in it (bulk engines only).
 PREFETCH_KEYS = 256
+#: The root's extended attribute that names the daemon's pid (for ``wafs refresh``).
+PID_XATTR = "user.wafs.pid"
+ENOATTR = errno.ENODATA
 PREFETCH_BYTES = 4 << 20
 
 
@@ -175,7 +179,28 @@ class WafsOperations(mfusepy.Operations):
         self._handles: dict[int, Handle] = {}
         self._next_fh = 1
         self._handles_lock = threading.Lock()
+        self._watch: Watch | None = None
         self.on_ready: Callable[[], None] = lambda: None
+
+    def follow_changes(self) -> bool:
+        """Patch the tree from the engine's change feed, if it has one; True when it does."""
+        self._watch = self.engine.watch(self._changed_outside)
+        if self._watch is not None and self.tree.bulk:
+            self.tree.ttl = math.inf  # the feed keeps the tree current; a lost event invalidates it
+        return self._watch is not None
+
+    def _changed_outside(self, key: str | None, deleted: bool) -> None:
+        if key is None:
+            self.tree.invalidate()
+            self.cache.clear()
+            return
+        self.cache.drop(key)
+        if not displayable(key):
+            self.tree.note_hidden(key, deleted)
+        elif deleted:
+            self.tree.forget(key)
+        else:
+            self.tree.put(key, UNKNOWN)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -183,12 +208,30 @@ class WafsOperations(mfusepy.Operations):
         self.on_ready()
 
     def destroy(self, path: str) -> None:
+        if self._watch is not None:
+            self._watch.close()
         for handle in list(self._handles.values()):
             try:
                 self._commit(handle)
             except Exception:
                 log.exception("could not write %r while unmounting", handle.key)
         self.sweeper.close()
+
+    def refresh(self) -> None:
+        """Forget cached values and read the store's tree again."""
+        self.cache.clear()
+        self.tree.invalidate()
+        self.tree.refresh()
+
+    @translated
+    def getxattr(self, path: str, name: str, position: int = 0) -> bytes:
+        if path == "/" and name == PID_XATTR:
+            return str(os.getpid()).encode()
+        raise _fail(ENOATTR)
+
+    @translated
+    def listxattr(self, path: str) -> list[str]:
+        return [PID_XATTR] if path == "/" else []
 
     # --- paths --------------------------------------------------------------------------------
 

@@ -59,7 +59,7 @@ def displayable(key: str) -> bool:
 
 @dataclass(frozen=True)
 class _Change:
-    kind: str  # "put", "drop", "drop_tree", "mkdir"
+    kind: str  # "put", "drop", "drop_tree", "mkdir", "forget"
     path: str
     size: int = UNKNOWN
 
@@ -298,6 +298,18 @@ class Tree:
             self._local_dirs = {d for d in self._local_dirs if not (d == key or d.startswith(key + SEPARATOR))}
         self._change(_Change("drop_tree", key))
 
+    def forget(self, key: str) -> None:
+        """Another client deleted ``key``: drop it, and the directories it leaves empty."""
+        self._change(_Change("forget", key))
+
+    def note_hidden(self, key: str, deleted: bool) -> None:
+        """Another client wrote or deleted a key that cannot be shown."""
+        with self.lock:
+            if deleted:
+                self.hidden.discard(key)
+            else:
+                self._note_hidden([key])
+
     def mkdir(self, key: str) -> None:
         with self.lock:
             self._local_dirs.add(key)
@@ -314,6 +326,8 @@ class Tree:
             self._set_size(change.path, change.size, root, create=True)
         elif change.kind == "mkdir":
             self._make_dirs(root, change.path, local=True)
+        elif change.kind == "forget":
+            self._forget(root, change.path)
         else:
             parent_path, _, name = change.path.rpartition(SEPARATOR)
             parent = self._find_dir(parent_path, root)
@@ -328,6 +342,26 @@ class Tree:
                 entry.local = True
             if parent.is_empty():
                 parent.local = True  # rm -r removes the children, then rmdir's the parent
+
+    def _forget(self, root: Directory, key: str) -> None:
+        path = [root]
+        names = key.split(SEPARATOR)
+        for name in names[:-1]:
+            child = path[-1].entries.get(name)
+            if not isinstance(child, Directory):
+                return
+            path.append(child)
+        entry = path[-1].entries.get(names[-1])
+        if isinstance(entry, Directory):
+            entry.value = None
+            if not entry.is_empty() or entry.local:
+                return
+        if entry is not None:
+            del path[-1].entries[names[-1]]
+        for depth in range(len(path) - 1, 0, -1):  # prune directories the delete left empty
+            if not path[depth].is_empty() or path[depth].local:
+                break
+            del path[depth - 1].entries[names[depth - 1]]
 
     def _set_size(self, key: str, size: int | None, root: Directory | None = None, create: bool = False) -> None:
         root = root or self.root
