@@ -1,15 +1,252 @@
-"""Real servers for the tests: a private redis-server and a PostgreSQL cluster on loopback."""
+"""Real servers for the tests: a private redis-server and a PostgreSQL cluster on loopback.
+
+Both fixtures are session-scoped, start their server on a free 127.0.0.1 port in a temporary
+directory, and stop it and remove the directory when the session ends. A missing binary
+fails the run with what to install; nothing is skipped.
+
+``redis_server``: ``.host``, ``.port``, ``.url`` (``redis://127.0.0.1:N/0``), ``.pid``,
+``.client(decode_responses=False)`` (a raw redis-py client), ``.engine(prefix=..., timeout=...)``
+(a RedisEngine on its own client, from ``from_url``), ``.stop()``, ``.start()`` (same port, empty).
+
+``postgres_server``: ``.host``, ``.port``, ``.dsn``, ``.url``, ``.pid``, ``.connect()`` (a raw
+autocommit psycopg connection), ``.engine(table=..., timeout=...)``, ``.stop()``,
+``.start()`` (same port, data kept).
+"""
 
 from __future__ import annotations
 
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.parse
+from collections.abc import Iterator
+from typing import Any
+
 import pytest
 
+HOST = "127.0.0.1"
+STARTUP_SECONDS = 20.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def _wait_until(ready: Any, what: str, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{what} exited with status {process.returncode} while starting")
+        if ready():
+            return
+        time.sleep(0.02)
+    raise RuntimeError(f"{what} did not become ready within {STARTUP_SECONDS} s")
+
+
+class RedisServer:
+    """A redis-server without persistence on ``127.0.0.1:port``, data in ``directory``."""
+
+    def __init__(self, binary: str, directory: str) -> None:
+        self.binary = binary
+        self.directory = directory
+        self.host = HOST
+        self.port = _free_port()
+        self.url = f"redis://{HOST}:{self.port}/0"
+        self._process: subprocess.Popen | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    def start(self) -> None:
+        """Start (or restart) the server on the same port, with an empty dataset."""
+        if self._process is not None:
+            return
+        command = [
+            self.binary, "--port", str(self.port), "--bind", HOST, "--save", "", "--appendonly", "no",
+            "--dir", self.directory, "--daemonize", "no",
+        ]
+        log = open(os.path.join(self.directory, "redis.log"), "ab")
+        with log:
+            self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        probe = self.client()
+        try:
+            _wait_until(lambda: _answers(probe), "redis-server", self._process)
+        except BaseException:
+            self.stop()
+            raise
+        finally:
+            probe.close()
+
+    def stop(self) -> None:
+        """Kill the server and wait for it to exit."""
+        if self._process is None:
+            return
+        self._process.kill()
+        self._process.wait(timeout=10)
+        self._process = None
+
+    def client(self, decode_responses: bool = False) -> Any:
+        """A raw redis-py client of this server (the caller closes it)."""
+        import redis
+
+        return redis.Redis(host=HOST, port=self.port, decode_responses=decode_responses, socket_timeout=5)
+
+    def engine(self, prefix: str = "wa:default", timeout: float = 5.0, db: int = 0) -> Any:
+        """A RedisEngine on its own client (``from_url``, so ``close()`` releases it)."""
+        from wafs.engines.redis import RedisEngine
+
+        query = urllib.parse.urlencode({"prefix": prefix, "timeout": timeout})
+        return RedisEngine.from_url(f"redis://{HOST}:{self.port}/{db}?{query}")
+
+
+def _answers(client: Any) -> bool:
+    import redis
+
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+class PostgresServer:
+    """A PostgreSQL cluster on ``127.0.0.1:port`` with trust auth, data in ``directory``."""
+
+    def __init__(self, bindir: str, directory: str) -> None:
+        self.bindir = bindir
+        self.directory = directory
+        self.data = os.path.join(directory, "data")
+        self.host = HOST
+        self.port = _free_port()
+        self.dsn = f"host={HOST} port={self.port} user=postgres dbname=postgres"
+        self.url = f"postgresql://postgres@{HOST}:{self.port}/postgres"
+        self._as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        self._process: subprocess.Popen | None = None
+
+    def _run(self, *command: str) -> None:
+        result = subprocess.run(
+            [*self._as_postgres, os.path.join(self.bindir, command[0]), *command[1:]],
+            capture_output=True, text=True, timeout=60,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"{command[0]} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+
+    def init(self) -> None:
+        """Create the cluster (as the postgres OS user when running as root)."""
+        if self._as_postgres:
+            shutil.chown(self.directory, "postgres", "postgres")
+        self._run("initdb", "-D", self.data, "-U", "postgres", "--auth=trust", "-E", "UTF8",
+                  "--locale=C", "--no-sync", "--no-instructions")
+
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's process id while it runs."""
+        try:
+            with open(os.path.join(self.data, "postmaster.pid")) as file:
+                return int(file.readline())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def start(self) -> None:
+        """Start (or restart) the server on the same port; the data is kept."""
+        if self._process is not None:
+            return
+        command = [
+            *self._as_postgres, os.path.join(self.bindir, "postgres"), "-D", self.data, "-p", str(self.port),
+            "-c", f"listen_addresses={HOST}", "-c", f"unix_socket_directories={self.directory}",
+            "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+            "-c", "max_connections=200",
+        ]
+        with open(os.path.join(self.directory, "postgres.log"), "ab") as log:
+            self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            _wait_until(self._answers, "postgres", self._process)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _answers(self) -> bool:
+        import psycopg
+
+        try:
+            with psycopg.connect(self.dsn, connect_timeout=2) as conn:
+                conn.execute("SELECT 1")
+            return True
+        except psycopg.OperationalError:
+            return False
+
+    def stop(self) -> None:
+        """Stop the server (fast shutdown: clients are disconnected, data kept) and wait for it."""
+        if self._process is None:
+            return
+        if self._process.poll() is None and self.pid is not None:
+            self._run("pg_ctl", "-D", self.data, "-m", "fast", "-w", "stop")
+        try:
+            self._process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._process = None
+
+    def connect(self) -> Any:
+        """A raw autocommit psycopg connection (the caller closes it)."""
+        import psycopg
+
+        return psycopg.connect(self.dsn, autocommit=True)
+
+    def engine(self, table: str = "storage", timeout: float = 5.0) -> Any:
+        """A PostgresEngine on its own connection."""
+        from wafs.engines.postgres import PostgresEngine
+
+        return PostgresEngine(self.dsn, table, timeout=timeout)
+
+
+def _postgres_bindir() -> str | None:
+    on_path = shutil.which("initdb")
+    if on_path:
+        return os.path.dirname(os.path.realpath(on_path))
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
+    return os.path.dirname(found[-1]) if found else None
+
 
 @pytest.fixture(scope="session")
-def redis_server():
-    pytest.fail("redis_server fixture not written yet")
+def redis_server() -> Iterator[RedisServer]:
+    """A private redis-server for the whole test session."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed: apt-get install redis-server")
+    directory = tempfile.mkdtemp(prefix="wafs-redis-")
+    server = RedisServer(binary, directory)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
-def postgres_server():
-    pytest.fail("postgres_server fixture not written yet")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A private PostgreSQL cluster for the whole test session."""
+    bindir = _postgres_bindir()
+    if bindir is None:
+        pytest.fail("PostgreSQL is not installed: apt-get install postgresql")
+    if os.geteuid() == 0 and shutil.which("runuser") is None:
+        pytest.fail("running as root needs runuser (util-linux) to start PostgreSQL as the postgres user")
+    directory = tempfile.mkdtemp(prefix="wafs-postgres-")
+    server = PostgresServer(bindir, directory)
+    try:
+        server.init()
+        server.start()
+        yield server
+    finally:
+        try:
+            server.stop()
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)

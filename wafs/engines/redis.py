@@ -1,0 +1,334 @@
+"""RedisEngine: one Redis string per key, ``{prefix}:{key}``, the layout the Node library writes.
+
+A session a Node bot keeps in Redis (``SET wa:default:session/creds ...``) is read as-is, and
+what this engine writes is read by the Node bot. Differences from the Node original:
+
+* ``list`` sorts the keys (code point order) before paging, so pages are deterministic and
+  consecutive pages neither skip nor repeat a key; Node pages over unordered SCAN results.
+* ``""`` is stored as a value; only ``None`` deletes (Node deletes on an empty string).
+* Batch operations are one round trip per chunk of 1000 keys (MGET, MSET, DEL, pipelines),
+  and any number of cascades share one SCAN pass.
+
+Keys are sent as bytes. Keys read back that are not UTF-8 are decoded with
+``surrogateescape``: they come back as a ``str`` that fails :func:`wafs.keys.is_valid_key`
+and that :meth:`RedisEngine.delete_many` turns back into the exact stored bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import urllib.parse
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
+
+import redis
+from redis import exceptions as rx
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from ..engine import Engine
+from ..errors import (
+    BackendError,
+    BackendUnavailableError,
+    NoSpaceError,
+    UnknownSchemeError,
+    WafsError,
+)
+
+DEFAULT_PREFIX = "wa:default"
+#: Seconds a single command may take before it fails (``?timeout=`` in a URL).
+DEFAULT_TIMEOUT = 5.0
+#: Seconds to establish a connection (never more than the command timeout).
+CONNECT_TIMEOUT = 2.0
+#: Retries after a refused or dropped connection (not after a timeout), with backoff.
+RETRIES = 2
+#: Keys per MGET / MSET / DEL / pipeline, and the COUNT hint of each SCAN call.
+CHUNK = 1000
+
+_GLOB_SPECIAL = frozenset(b"*?[]\\")
+_URL_OPTIONS = ("prefix", "timeout")
+_T = TypeVar("_T")
+
+
+class RedisClient(Protocol):
+    """What RedisEngine calls on its client: a subset of redis-py's ``Redis`` and ``RedisCluster``.
+
+    Keys and values are passed as ``bytes``; replies may be ``bytes`` or ``str`` (a client
+    created with ``decode_responses=True``). On a client that has ``mget_nonatomic`` /
+    ``mset_nonatomic`` (``RedisCluster``), those are used instead of ``mget`` / ``mset``.
+    """
+
+    def get(self, name: bytes) -> bytes | str | None: ...
+
+    def set(self, name: bytes, value: bytes) -> Any: ...
+
+    def mget(self, keys: Sequence[bytes]) -> list[bytes | str | None]: ...
+
+    def mset(self, mapping: Mapping[bytes, bytes]) -> Any: ...
+
+    def delete(self, *names: bytes) -> Any: ...
+
+    def scan_iter(self, match: bytes | None = None, count: int | None = None) -> Iterator[bytes | str]: ...
+
+    def pipeline(self, transaction: bool = True) -> Any: ...
+
+
+def _raw(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _as_bytes(reply: bytes | str) -> bytes:
+    return reply if isinstance(reply, bytes) else _raw(reply)
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _glob_escape(raw: bytes) -> bytes:
+    """Escape Redis glob metacharacters so ``raw`` matches only itself in a MATCH pattern."""
+    return b"".join(b"\\" + bytes([byte]) if byte in _GLOB_SPECIAL else bytes([byte]) for byte in raw)
+
+
+def _chunks(items: Sequence[_T], size: int = CHUNK) -> Iterator[Sequence[_T]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _under_any(name: bytes, prefixes: set[bytes]) -> bool:
+    """True when ``name`` equals one of ``prefixes`` or lies below one of them plus ``/``."""
+    if name in prefixes:
+        return True
+    slash = name.find(b"/")
+    while slash != -1:
+        if name[:slash] in prefixes:
+            return True
+        slash = name.find(b"/", slash + 1)
+    return False
+
+
+def _describe(client: object) -> str:
+    """Where ``client`` points, without credentials (for messages and ``repr``)."""
+    options = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+    db = options.get("db", 0)
+    if "path" in options:
+        return f"unix://{options['path']}?db={db}"
+    if "host" in options:
+        return f"redis://{options['host']}:{options.get('port', 6379)}/{db}"
+    return type(client).__name__
+
+
+class RedisEngine(Engine):
+    """Keys as Redis strings ``{prefix}:{key}``. ``list`` order: by key (code point order).
+
+    ``client`` is a redis-py ``Redis`` (or ``RedisCluster``, or anything that satisfies
+    :class:`RedisClient`), created with ``decode_responses`` either way; a client made with
+    ``decode_responses=True`` cannot return keys or values that are not UTF-8 and fails
+    with :class:`~wafs.errors.BackendError` on them. Thread-safe as far as the client is
+    (redis-py clients are).
+
+    Every failure surfaces as a :class:`~wafs.errors.BackendError`: an unreachable,
+    paused, loading or timed-out server as :class:`~wafs.errors.BackendUnavailableError`,
+    raised from the redis-py exception. Keys returned by :meth:`list` and
+    :meth:`iter_keys` are the stored ones, even when another client wrote keys that break
+    the key rules (``a//b``); consumers filter them with :func:`wafs.keys.is_valid_key`.
+    """
+
+    ordering = "key"
+
+    def __init__(self, client: RedisClient, prefix: str = DEFAULT_PREFIX) -> None:
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a str, not {type(prefix).__name__}")
+        self.client = client
+        self.prefix = prefix
+        self._base = _raw(prefix) + b":"
+        self._mget = getattr(client, "mget_nonatomic", None) or client.mget
+        self._mset = getattr(client, "mset_nonatomic", None) or client.mset
+        self._owns_client = False
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisEngine:
+        """Open ``redis://[user:pass@]host:port/db?prefix=wa:default&timeout=5``.
+
+        ``rediss://`` and ``unix:///path/redis.sock?db=0`` work as redis-py parses them; every
+        other query parameter goes to redis-py. ``prefix`` defaults to ``wa:default``,
+        ``timeout`` (seconds per command) to 5. The client is created here, with
+        ``decode_responses=False``, and closed by :meth:`close`.
+        """
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme.lower() == "redis+cluster":
+            raise UnknownSchemeError(
+                "redis+cluster:// is not supported yet; pass a redis.RedisCluster client to RedisEngine"
+            )
+        query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+        options = dict(query)
+        prefix = options.get("prefix", DEFAULT_PREFIX)
+        try:
+            timeout = float(options.get("timeout", DEFAULT_TIMEOUT))
+        except ValueError:
+            raise ValueError(f"timeout in {url!r} must be a number of seconds") from None
+        if not timeout > 0:
+            raise ValueError(f"timeout in {url!r} must be > 0")
+        rest = urllib.parse.urlencode([(name, value) for name, value in query if name not in _URL_OPTIONS])
+        client = redis.Redis.from_url(
+            urllib.parse.urlunsplit(parts._replace(query=rest)),
+            socket_timeout=timeout,
+            socket_connect_timeout=min(CONNECT_TIMEOUT, timeout),
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), RETRIES, supported_errors=(rx.ConnectionError,)),
+            decode_responses=False,
+        )
+        engine = cls(client, prefix)
+        engine._owns_client = True
+        return engine
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _full(self, key: str) -> bytes:
+        return self._base + _raw(key)
+
+    @contextlib.contextmanager
+    def _translated(self, action: str) -> Iterator[None]:
+        """Turn every redis-py failure inside the block into the matching wafs error."""
+        where = _describe(self.client)
+        try:
+            yield
+        except WafsError:
+            raise
+        except (rx.AuthenticationError, rx.AuthorizationError) as exc:
+            raise BackendError(f"Redis at {where} refused the credentials ({action}): {exc}") from exc
+        except (rx.ConnectionError, rx.TimeoutError, rx.TryAgainError, rx.ClusterDownError, rx.ReadOnlyError) as exc:
+            raise BackendUnavailableError(f"Redis at {where} is unavailable ({action}): {exc}") from exc
+        except rx.OutOfMemoryError as exc:
+            raise NoSpaceError(f"Redis at {where} is out of memory ({action}): {exc}") from exc
+        except rx.RedisError as exc:
+            raise BackendError(f"Redis at {where} failed ({action}): {exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise BackendError(
+                f"Redis at {where} returned data that is not UTF-8 ({action}); "
+                "a client created with decode_responses=False can read such keys"
+            ) from exc
+
+    def _value(self, reply: bytes | str | None, key: str) -> str | None:
+        if reply is None or isinstance(reply, str):
+            return reply
+        try:
+            return reply.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise BackendError(
+                f"the value of {self.prefix}:{key} in Redis at {_describe(self.client)} is not UTF-8 text"
+            ) from exc
+
+    def _scan(self, start: bytes) -> Iterator[bytes]:
+        """Yield each full key starting with ``start`` once, as bytes, streaming one SCAN pass."""
+        seen: set[bytes] = set()
+        with self._translated(f"scan {_text(start)}*"):
+            for reply in self.client.scan_iter(match=_glob_escape(start) + b"*", count=CHUNK):
+                full = _as_bytes(reply)
+                if full.startswith(start) and full not in seen:
+                    seen.add(full)
+                    yield full
+
+    def _cascade(self, prefixes: Iterable[str]) -> None:
+        wanted = {_raw(prefix) for prefix in prefixes}
+        if not wanted:
+            return
+        base = len(self._base)
+        start = self._base + os.path.commonprefix(sorted(wanted))
+        doomed = (full for full in self._scan(start) if _under_any(full[base:], wanted))
+        with self._translated("cascade delete"):
+            while batch := [full for _, full in zip(range(CHUNK), doomed)]:
+                self.client.delete(*batch)
+
+    # --- the contract ----------------------------------------------------------------------
+
+    def get(self, key: str) -> str | None:
+        with self._translated(f"get {key!r}"):
+            reply = self.client.get(self._full(key))
+        return self._value(reply, key)
+
+    def set(self, key: str, value: str | None) -> None:
+        if value is None:
+            self._cascade([key])
+            return
+        with self._translated(f"set {key!r}"):
+            self.client.set(self._full(key), value.encode("utf-8"))
+
+    def list(self, prefix: str = "", offset: int = 0, limit: int | None = 50) -> list[str]:
+        """Keys under ``prefix`` in code point order; reads the whole match set, then pages it."""
+        base = len(self._base)
+        keys = sorted(_text(full[base:]) for full in self._scan(self._full(prefix)))
+        return keys[offset:None if limit is None else offset + limit]
+
+    # --- mixins, overridden for speed --------------------------------------------------------
+
+    def iter_keys(self, prefix: str = "") -> Iterator[str]:
+        """Stream the keys under ``prefix`` in SCAN order, each once."""
+        base = len(self._base)
+        return (_text(full[base:]) for full in self._scan(self._full(prefix)))
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, str | None]:
+        keys = list(keys)
+        replies: dict[str, bytes | str | None] = {}
+        with self._translated(f"read {len(keys)} keys"):
+            for chunk in _chunks(keys):
+                replies.update(zip(chunk, self._mget([self._full(key) for key in chunk])))
+        return {key: self._value(replies[key], key) for key in keys}
+
+    def set_many(self, items: Mapping[str, str]) -> None:
+        """MSET per chunk of 1000 keys: each chunk is atomic, the whole call is not."""
+        pairs = [(self._full(key), value.encode("utf-8")) for key, value in items.items()]
+        with self._translated(f"write {len(pairs)} keys"):
+            for chunk in _chunks(pairs):
+                self._mset(dict(chunk))
+
+    def sizes(self, keys: Iterable[str]) -> dict[str, int | None]:
+        """STRLEN in a pipeline; EXISTS (a second round trip) only for the zero lengths."""
+        keys = list(keys)
+        lengths: dict[str, int | None] = {}
+        with self._translated(f"size {len(keys)} keys"):
+            for chunk in _chunks(keys):
+                pipe = self.client.pipeline(transaction=False)
+                for key in chunk:
+                    pipe.strlen(self._full(key))
+                lengths.update(zip(chunk, pipe.execute()))
+            zero = [key for key in keys if lengths[key] == 0]
+            for chunk in _chunks(zero):
+                pipe = self.client.pipeline(transaction=False)
+                for key in chunk:
+                    pipe.exists(self._full(key))
+                for key, exists in zip(chunk, pipe.execute()):
+                    lengths[key] = 0 if exists else None
+        return {key: lengths[key] for key in keys}
+
+    def delete(self, key: str) -> None:
+        with self._translated(f"delete {key!r}"):
+            self.client.delete(self._full(key))
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        """DEL in chunks of exactly these keys, as listed (surrogate-escaped bytes included)."""
+        fulls = []
+        for key in keys:
+            try:
+                fulls.append(self._full(key))
+            except UnicodeEncodeError:
+                continue  # not a name Redis could hold: nothing to delete
+        with self._translated(f"delete {len(fulls)} keys"):
+            for chunk in _chunks(fulls):
+                self.client.delete(*chunk)
+
+    def delete_prefixes(self, prefixes: Iterable[str]) -> None:
+        """Cascade every prefix in ONE SCAN pass (matching their longest common prefix)."""
+        self._cascade(prefixes)
+
+    def close(self) -> None:
+        """Close the client if :meth:`from_url` created it; a client passed in is left open."""
+        if self._owns_client:
+            with self._translated("close"):
+                self.client.close()  # type: ignore[attr-defined]
+
+    def __repr__(self) -> str:
+        return f"RedisEngine({_describe(self.client)}, prefix={self.prefix!r})"
+
+
+__all__ = ["RedisClient", "RedisEngine", "DEFAULT_PREFIX", "DEFAULT_TIMEOUT"]
