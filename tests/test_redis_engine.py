@@ -352,3 +352,16 @@ def test_cluster_url_is_refused_clearly() -> None:
 def test_bad_timeout_is_refused(timeout: str) -> None:
     with pytest.raises(ValueError, match="timeout"):
         open_engine(f"redis://127.0.0.1:1/0?timeout={timeout}")
+
+
+def test_decode_responses_client_reports_non_utf8_keys_as_backend_errors(
+    redis_server: Any, raw: redis.Redis, prefix: str
+) -> None:
+    raw.set(f"{prefix}:k/".encode() + b"\xff", "v")
+    client = redis_server.client(decode_responses=True)
+    try:
+        with pytest.raises(BackendError, match="decode_responses=False"):
+            RedisEngine(client, prefix).list("k/")
+    finally:
+        client.close()
+    assert RedisEngine(raw, prefix).list("k/") == ["k/\udcff"]
