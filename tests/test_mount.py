@@ -236,3 +236,39 @@ def test_file_engine_mount_shows_at_signs_not_the_disk_names(tmp_path: Path) -> 
         assert os.listdir(mnt / "chat") == ["5491112345678@s.whatsapp.net"]
         sh(f"echo v > {mnt}/chat/other@g.us")
     assert (tmp_path / "store/chat/other_at_g.us").read_text() == "v\n"
+
+
+# --- a store that goes away ---------------------------------------------------------------------
+
+
+def _errno_of(command: str) -> str:
+    return sh(command, check=False).stderr
+
+
+def test_redis_down_gives_eio_never_enoent_and_recovers(redis_server, tmp_path: Path) -> None:
+    import time
+
+    engine = redis_server.engine(prefix="wa:down", timeout=1.0)
+    try:
+        engine.set_many(SESSION)
+        with mounted(engine, tmp_path / "mnt") as mnt:
+            assert sh(f"ls {mnt}/chat").stdout.split() == ["120363@g.us", "5491112345678@s.whatsapp.net"]
+            redis_server.stop()
+            time.sleep(1.2)  # past the TTL: the next ls must ask the store
+            started = time.monotonic()
+            for command in [f"ls {mnt}/chat", f"cat {mnt}/lid/99@lid", f"ls -R {mnt}"]:
+                result = sh(command, check=False)
+                assert result.returncode != 0, command
+                assert "Input/output error" in result.stderr, (command, result.stderr)
+                assert "No such file" not in result.stderr
+            assert time.monotonic() - started < 3 * 5.0  # each within the engine's bounded timeout
+            redis_server.start()
+            engine.set_many(SESSION)  # the restarted server is empty: the bot writes again
+            deadline = time.monotonic() + 10
+            while sh(f"ls {mnt}/chat", check=False).returncode != 0 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert sh(f"cat {mnt}/lid/99@lid").stdout == SESSION["lid/99@lid"]
+    finally:
+        if redis_server.pid is None:
+            redis_server.start()
+        engine.close()
