@@ -17,17 +17,20 @@ and that :meth:`RedisEngine.delete_many` turns back into the exact stored bytes.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import threading
+import time
 import urllib.parse
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 import redis
 from redis import exceptions as rx
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
-from ..engine import Engine
+from ..engine import Engine, Watch
 from ..errors import (
     BackendError,
     BackendUnavailableError,
@@ -47,7 +50,7 @@ RETRIES = 2
 CHUNK = 1000
 
 _GLOB_SPECIAL = frozenset(b"*?[]\\")
-_URL_OPTIONS = ("prefix", "timeout")
+_URL_OPTIONS = ("prefix", "timeout", "notifications")
 _T = TypeVar("_T")
 
 
@@ -119,6 +122,141 @@ def _describe(client: object) -> str:
     return type(client).__name__
 
 
+# --- the change feed: keyspace notifications ------------------------------------------------------
+
+log = logging.getLogger("wafs.redis")
+
+#: Event classes the feed needs in ``notify-keyspace-events``: keyspace channel, generic, string.
+NEEDED_EVENTS = "Kg$"
+#: Keyspace events that remove the key; every other event (``set``, ``rename_to``, ``append``,
+#: ``copy_to``, ``restore``, …) leaves a value under it.
+_GONE_EVENTS = frozenset({b"del", b"expired", b"evicted", b"rename_from", b"move_from"})
+#: Keyspace events that change no value (a TTL set or cleared, the key-created hint).
+_QUIET_EVENTS = frozenset({b"expire", b"persist", b"new"})
+#: Seconds between PINGs on the notification connection, and how long it may stay silent.
+HEARTBEAT = 5.0
+SILENCE = 3 * HEARTBEAT
+#: Backoff between reconnect attempts of the notification connection (seconds).
+RECONNECT_MIN = 0.05
+RECONNECT_MAX = 2.0
+#: Seconds to wait for the subscription to be confirmed, and for the thread to stop.
+SUBSCRIBE_TIMEOUT = 5.0
+JOIN_TIMEOUT = 5.0
+#: Connection options of the engine's pool that belong to that pool, not to a new connection.
+_POOL_ONLY = ("maint_notifications_pool_handler", "maint_notifications_config", "himport_registry",
+              "orig_host_address", "orig_socket_timeout", "orig_socket_connect_timeout")
+
+
+def notifications_cover(flags: str) -> bool:
+    """True when ``notify-keyspace-events`` flags publish keyspace events for keys and strings."""
+    return "K" in flags and ("A" in flags or ("g" in flags and "$" in flags))
+
+
+class _FeedLost(rx.ConnectionError):
+    """The notification connection went silent or its subscription was not confirmed."""
+
+
+class RedisWatch(Watch):
+    """Keyspace notifications of one prefix, read by a background thread.
+
+    The subscription is confirmed before the constructor returns, so a scan made afterwards
+    plus the events that follow miss nothing. Any loss of the connection (or a redis-py
+    reconnect, seen as a second subscription confirmation) calls ``on_change(None, True)``
+    once the subscription is back: events were lost and the caller rescans.
+    """
+
+    def __init__(self, client: redis.Redis, db: int, base: bytes,
+                 on_change: Callable[[str | None, bool], None]) -> None:
+        pool = client.connection_pool
+        options = {k: v for k, v in pool.connection_kwargs.items() if k not in _POOL_ONLY}
+        # A dedicated client that never retries by itself: this class owns reconnects.
+        self._client = redis.Redis(connection_pool=redis.ConnectionPool(
+            connection_class=pool.connection_class,
+            **{**options, "decode_responses": False, "retry": Retry(NoBackoff(), 0)},
+        ))
+        self._channel = f"__keyspace@{db}__:".encode() + base
+        self._pattern = _glob_escape(self._channel) + b"*"
+        self._on_change = on_change
+        self._stop = threading.Event()
+        self.reconnects = 0  # subscriptions re-established after a loss (for logs and tests)
+        pubsub = self._subscribe()  # in the caller's thread: fails loudly when Redis is down
+        self._thread = threading.Thread(target=self._run, args=(pubsub,), name="wafs-redis-watch", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop the thread (waits at most :data:`JOIN_TIMEOUT` s) and drop the connection."""
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(JOIN_TIMEOUT)
+        self._client.close()
+        self._client.connection_pool.disconnect()
+
+    def _subscribe(self) -> redis.client.PubSub:
+        """A new PSUBSCRIBE on a fresh connection, returned once Redis confirmed it."""
+        pubsub = self._client.pubsub()
+        try:
+            pubsub.psubscribe(self._pattern)
+            deadline = time.monotonic() + SUBSCRIBE_TIMEOUT
+            while time.monotonic() < deadline:
+                message = pubsub.get_message(timeout=0.1)
+                if message is not None and message["type"] == "psubscribe":
+                    return pubsub
+            raise _FeedLost("the subscription was not confirmed")
+        except BaseException:
+            pubsub.close()
+            raise
+
+    def _run(self, pubsub: redis.client.PubSub | None) -> None:
+        delay = RECONNECT_MIN
+        while not self._stop.is_set():
+            try:
+                if pubsub is None:
+                    pubsub = self._subscribe()
+                    self._lost()
+                self._follow(pubsub)
+            except (rx.RedisError, OSError) as exc:
+                if pubsub is not None:
+                    log.warning("keyspace notifications of %s lost (%s); reconnecting", _text(self._channel), exc)
+                    delay = RECONNECT_MIN
+                self._stop.wait(delay)
+                delay = min(delay * 2, RECONNECT_MAX)
+            except Exception:
+                log.exception("a change callback failed; rescanning")
+                self._stop.wait(RECONNECT_MIN)
+            if pubsub is not None:
+                pubsub.close()
+                pubsub = None
+
+    def _lost(self) -> None:
+        self.reconnects += 1
+        log.warning("keyspace notifications of %s are back; events may have been lost", _text(self._channel))
+        self._on_change(None, True)
+
+    def _follow(self, pubsub: redis.client.PubSub) -> None:
+        """Deliver events until stopped; raises when the connection fails or goes silent."""
+        heard = pinged = time.monotonic()
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now - pinged >= HEARTBEAT:
+                pubsub.ping()
+                pinged = now
+            if now - heard > SILENCE:
+                raise _FeedLost(f"no answer for {SILENCE:.0f} s")
+            message = pubsub.get_message(timeout=0.2)
+            if message is None:
+                continue
+            heard = time.monotonic()
+            if message["type"] == "psubscribe":
+                self._lost()  # redis-py reconnected and subscribed again by itself
+            elif message["type"] == "pmessage":
+                self._deliver(message["channel"], message["data"])
+
+    def _deliver(self, channel: bytes, event: bytes) -> None:
+        if not channel.startswith(self._channel) or event in _QUIET_EVENTS:
+            return
+        self._on_change(_text(channel[len(self._channel):]), event in _GONE_EVENTS)
+
+
 class RedisEngine(Engine):
     """Keys as Redis strings ``{prefix}:{key}``. ``list`` order: by key (code point order).
 
@@ -137,7 +275,9 @@ class RedisEngine(Engine):
 
     ordering = "key"
 
-    def __init__(self, client: RedisClient, prefix: str = DEFAULT_PREFIX) -> None:
+    def __init__(self, client: RedisClient, prefix: str = DEFAULT_PREFIX, *,
+                 enable_notifications: bool = False) -> None:
+        """``enable_notifications``: let :meth:`watch` turn on keyspace notifications (``Kg$``)."""
         if not isinstance(prefix, str):
             raise TypeError(f"prefix must be a str, not {type(prefix).__name__}")
         self.client = client
@@ -146,14 +286,16 @@ class RedisEngine(Engine):
         self._mget = getattr(client, "mget_nonatomic", None) or client.mget
         self._mset = getattr(client, "mset_nonatomic", None) or client.mset
         self._owns_client = False
+        self.enable_notifications = enable_notifications
 
     @classmethod
     def from_url(cls, url: str) -> RedisEngine:
-        """Open ``redis://[user:pass@]host:port/db?prefix=wa:default&timeout=5``.
+        """Open ``redis://[user:pass@]host:port/db?prefix=wa:default&timeout=5&notifications=enable``.
 
         ``rediss://`` and ``unix:///path/redis.sock?db=0`` work as redis-py parses them; every
         other query parameter goes to redis-py. ``prefix`` defaults to ``wa:default``,
-        ``timeout`` (seconds per command) to 5. The client is created here, with
+        ``timeout`` (seconds per command) to 5. ``notifications=enable`` lets :meth:`watch` turn
+        on the server's keyspace notifications (``enable_notifications=True``). The client is created here, with
         ``decode_responses=False``, and closed by :meth:`close`.
         """
         parts = urllib.parse.urlsplit(url)
@@ -170,6 +312,9 @@ class RedisEngine(Engine):
             raise ValueError(f"timeout in {url!r} must be a number of seconds") from None
         if not timeout > 0:
             raise ValueError(f"timeout in {url!r} must be > 0")
+        notifications = options.get("notifications", "")
+        if notifications not in ("", "enable"):
+            raise ValueError(f"notifications in {url!r} must be 'enable' (or left out)")
         rest = urllib.parse.urlencode([(name, value) for name, value in query if name not in _URL_OPTIONS])
         client = redis.Redis.from_url(
             urllib.parse.urlunsplit(parts._replace(query=rest)),
@@ -178,7 +323,7 @@ class RedisEngine(Engine):
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), RETRIES, supported_errors=(rx.ConnectionError,)),
             decode_responses=False,
         )
-        engine = cls(client, prefix)
+        engine = cls(client, prefix, enable_notifications=notifications == "enable")
         engine._owns_client = True
         return engine
 
@@ -321,6 +466,36 @@ class RedisEngine(Engine):
         """Cascade every prefix in ONE SCAN pass (matching their longest common prefix)."""
         self._cascade(prefixes)
 
+    def watch(self, on_change: Callable[[str | None, bool], None]) -> Watch | None:
+        """Follow this prefix through Redis keyspace notifications (``__keyspace@{db}__:{prefix}:*``).
+
+        Needs ``notify-keyspace-events`` with ``K`` and ``g$`` (or ``A``). When the server has
+        them off, returns ``None`` (callers poll) unless the engine was made with
+        ``enable_notifications=True``: then ``CONFIG SET`` adds ``Kg$`` to the server's flags.
+        Also ``None`` for clients other than a plain ``redis.Redis`` (a cluster publishes
+        keyspace events per node) and when ``CONFIG GET`` is refused (managed servers). Raises
+        :class:`~wafs.errors.BackendError` when Redis cannot be reached.
+        """
+        if not isinstance(self.client, redis.Redis):
+            return None
+        with self._translated("read notify-keyspace-events"):
+            try:
+                reply = self.client.config_get("notify-keyspace-events")
+            except rx.ResponseError as exc:
+                log.warning("cannot read notify-keyspace-events of %s (%s); polling instead",
+                            _describe(self.client), exc)
+                return None
+            flags = _text(_as_bytes(next(iter(reply.values()), b"")))
+            if not notifications_cover(flags):
+                if not self.enable_notifications:
+                    return None
+                added = "".join(flag for flag in NEEDED_EVENTS if flag not in flags)
+                self.client.config_set("notify-keyspace-events", flags + added)
+                log.warning("enabled keyspace notifications on %s: notify-keyspace-events %r",
+                            _describe(self.client), flags + added)
+            db = self.client.connection_pool.connection_kwargs.get("db", 0)
+            return RedisWatch(self.client, db, self._base, on_change)
+
     def close(self) -> None:
         """Close the client if :meth:`from_url` created it; a client passed in is left open."""
         if self._owns_client:
@@ -331,4 +506,4 @@ class RedisEngine(Engine):
         return f"RedisEngine({_describe(self.client)}, prefix={self.prefix!r})"
 
 
-__all__ = ["RedisClient", "RedisEngine", "DEFAULT_PREFIX", "DEFAULT_TIMEOUT"]
+__all__ = ["RedisClient", "RedisEngine", "RedisWatch", "DEFAULT_PREFIX", "DEFAULT_TIMEOUT", "notifications_cover"]

@@ -100,6 +100,9 @@ def serve(engine: Engine, mountpoint: str, options: MountOptions,
         "attr_timeout": 1.0,
         "entry_timeout": 1.0,
         "negative_timeout": 0.0,
+        # Reads go to the open file's snapshot until it ends, not up to a size the kernel
+        # cached (for up to attr_timeout) from an older value: no truncated or mixed reads.
+        "direct_io": True,
     }
     if options.read_only:
         fuse_options["ro"] = True

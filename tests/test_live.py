@@ -1,0 +1,321 @@
+"""A live view: another client writes to the Redis store while it is mounted.
+
+Real redis-server, real FUSE mounts, real ``ls``/``cat``/``find``. Each change made by the
+other client must show through the mount within the documented bound (docs/live.md):
+
+* keyspace notifications on: event latency + the kernel's attr/entry timeout (1 s);
+* notifications off: the TTL + one SCAN of the store + the kernel's timeout (1 s).
+
+Every wait polls with a deadline and asserts the deadline was met; the measured times are
+printed (``pytest -s``) and are the figures in docs/live.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from wafs.engines.redis import RedisEngine
+from wafs.mount import mounted_at, refresh
+
+from .mounting import mounted, release, sh
+
+CHAT = "chat/5491112345678@s.whatsapp.net"
+SESSION = {
+    "session/creds": '{"me": {"id": "5491100000000@s.whatsapp.net"}}',
+    f"{CHAT}/index": '{"name": "Ana"}',
+    f"{CHAT}/messages": "1700000001 A1\n",
+    f"{CHAT}/message/A1/raw": '{"text": "hola"}',
+    "chat/120363@g.us/index": '{"subject": "grupo"}',
+}
+#: The kernel's attribute and entry timeouts the mount asks for (wafs.mount.daemon.serve).
+KERNEL_TIMEOUT = 1.0
+#: Allowance for event delivery, one SCAN of this small store, and starting the shell command.
+SLACK = 0.5
+#: The TTL of polling mounts in these tests, and the (long) TTL of mounts that follow the feed:
+#: with notifications, a change can only show up in time through an event.
+POLL_TTL = 1.0
+FEED_TTL = 60.0
+FEED_BOUND = KERNEL_TIMEOUT + SLACK
+POLL_BOUND = POLL_TTL + KERNEL_TIMEOUT + SLACK
+_prefixes = iter(range(1_000_000))
+
+
+def wait_for(what: str, check: Callable[[], bool], bound: float) -> float:
+    """Poll ``check`` until it holds; assert that took at most ``bound`` seconds, return the time."""
+    started = time.monotonic()
+    while True:
+        if check():
+            elapsed = time.monotonic() - started
+            print(f"visible after {elapsed * 1000:.0f} ms (bound {bound:.1f} s): {what}")
+            return elapsed
+        if time.monotonic() - started > bound:
+            pytest.fail(f"{what}: not visible through the mount within {bound:.1f} s")
+        time.sleep(0.02)
+
+
+def set_notifications(server, flags: str) -> None:
+    client = server.client()
+    try:
+        client.config_set("notify-keyspace-events", flags)
+    finally:
+        client.close()
+
+
+def pubsub_clients(server) -> list[dict]:
+    client = server.client()
+    try:
+        return client.client_list(_type="pubsub")
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def notifications_off(redis_server) -> Iterator[None]:
+    """The server starts with notifications off and is left that way."""
+    set_notifications(redis_server, "")
+    try:
+        yield
+    finally:
+        set_notifications(redis_server, "")
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"wa:live{next(_prefixes)}:{os.getpid()}"
+
+
+def feed_engine(server, prefix: str) -> RedisEngine:
+    """An engine allowed to turn keyspace notifications on (``?notifications=enable``)."""
+    query = urllib.parse.urlencode({"prefix": prefix, "notifications": "enable"})
+    return RedisEngine.from_url(f"{server.url}?{query}")
+
+
+@pytest.fixture(params=["notifications", "polling"])
+def live(request: pytest.FixtureRequest, redis_server, notifications_off, prefix: str, tmp_path: Path):
+    """``(mode, mountpoint, bot engine, bound)``: a mounted session and a second client writing it."""
+    mode = request.param
+    bot = redis_server.engine(prefix=prefix)
+    bot.set_many(SESSION)
+    if mode == "notifications":
+        engine, ttl, bound = feed_engine(redis_server, prefix), FEED_TTL, FEED_BOUND
+    else:
+        engine, ttl, bound = redis_server.engine(prefix=prefix), POLL_TTL, POLL_BOUND
+    try:
+        with mounted(engine, tmp_path / "mnt", ttl=ttl) as mnt:
+            subscribers = [c for c in pubsub_clients(redis_server) if c.get("psub") == "1"]
+            assert len(subscribers) == (1 if mode == "notifications" else 0)
+            yield mode, mnt, bot, bound
+    finally:
+        engine.close()
+        bot.close()
+
+
+def ls(path: Path) -> list[str]:
+    result = sh(f"ls {path}", check=False)
+    return result.stdout.split() if result.returncode == 0 else []
+
+
+def cat(path: Path) -> str | None:
+    result = sh(f"cat {path}", check=False)
+    return result.stdout if result.returncode == 0 else None
+
+
+def find(mnt: Path) -> list[str]:
+    return sorted(sh(f"cd {mnt} && find . -type f").stdout.split())
+
+
+def test_outside_creates_overwrites_and_deletes_are_seen_within_the_bound(live) -> None:
+    mode, mnt, bot, bound = live
+    raw_prefix = bot.prefix.encode() + b":"
+    assert cat(mnt / CHAT / "index") == SESSION[f"{CHAT}/index"]  # kernel and daemon caches warm
+    assert find(mnt) == sorted(f"./{key}" for key in SESSION)
+    client = bot.client
+
+    client.set(raw_prefix + f"{CHAT}/message/B2/raw".encode(), b'{"text": "nuevo"}')
+    wait_for(f"{mode}: a new file in a known directory (ls)",
+             lambda: "B2" in ls(mnt / CHAT / "message"), bound)
+    assert cat(mnt / CHAT / "message/B2/raw") == '{"text": "nuevo"}'
+
+    client.set(raw_prefix + b"chat/new@s.whatsapp.net/index", b'{"name": "Beto"}')
+    wait_for(f"{mode}: a new chat (find)",
+             lambda: "./chat/new@s.whatsapp.net/index" in find(mnt), bound)
+
+    longer = '{"name": "Ana María", "notify": "Ana", "verifiedName": "Ana S.A."}'
+    client.set(raw_prefix + f"{CHAT}/index".encode(), longer.encode())
+    wait_for(f"{mode}: an overwrite with a longer value (cat)",
+             lambda: cat(mnt / CHAT / "index") == longer, bound)
+    client.set(raw_prefix + f"{CHAT}/index".encode(), b"{}")
+    wait_for(f"{mode}: an overwrite with a shorter value (cat)",
+             lambda: cat(mnt / CHAT / "index") == "{}", bound)
+
+    client.delete(raw_prefix + f"{CHAT}/messages".encode())
+    wait_for(f"{mode}: a deleted key (ls, cat)",
+             lambda: "messages" not in ls(mnt / CHAT) and cat(mnt / CHAT / "messages") is None, bound)
+    assert sorted(ls(mnt / CHAT)) == ["index", "message"]
+
+    bot.set(CHAT, None)  # the whole chat, by cascade, from the other client
+    wait_for(f"{mode}: a chat removed by cascade (ls, find)",
+             lambda: ls(mnt / "chat") == ["120363@g.us", "new@s.whatsapp.net"]
+             and not any(path.startswith(f"./{CHAT}") for path in find(mnt)), bound)
+    assert not (mnt / CHAT).exists()
+    assert find(mnt) == ["./chat/120363@g.us/index", "./chat/new@s.whatsapp.net/index", "./session/creds"]
+
+
+def test_feed_mount_does_not_wait_for_a_ttl(redis_server, notifications_off, prefix: str, tmp_path: Path) -> None:
+    """With a 60 s TTL, only the change feed can make these changes show within the bound."""
+    bot = redis_server.engine(prefix=prefix)
+    engine = feed_engine(redis_server, prefix)
+    try:
+        bot.set_many(SESSION)
+        with mounted(engine, tmp_path / "mnt", ttl=FEED_TTL) as mnt:
+            flags = redis_server.client().config_get("notify-keyspace-events")["notify-keyspace-events"]
+            assert {"K", "g", "$"} <= set(flags)
+            for round_ in range(5):
+                key = f"{CHAT}/message/R{round_}/raw"
+                bot.set(key, f"round {round_}")
+                wait_for("feed: a new file under a long TTL", lambda: cat(mnt / key) == f"round {round_}", FEED_BOUND)
+                bot.set(key, None)
+                wait_for("feed: its delete under a long TTL", lambda: f"R{round_}" not in ls(mnt / CHAT / "message"),
+                         FEED_BOUND)
+    finally:
+        engine.close()
+        bot.close()
+
+
+def test_without_enable_the_server_config_is_left_alone(redis_server, notifications_off, prefix: str,
+                                                       tmp_path: Path) -> None:
+    engine = redis_server.engine(prefix=prefix)
+    try:
+        engine.set_many(SESSION)
+        with mounted(engine, tmp_path / "mnt", ttl=POLL_TTL) as mnt:
+            assert ls(mnt / "chat") == ["120363@g.us", "5491112345678@s.whatsapp.net"]
+            assert [c for c in pubsub_clients(redis_server) if c.get("psub") == "1"] == []
+        client = redis_server.client()
+        try:
+            assert client.config_get("notify-keyspace-events")["notify-keyspace-events"] == ""
+        finally:
+            client.close()
+    finally:
+        engine.close()
+
+
+def test_killed_notification_connection_comes_back_and_rescans(redis_server, notifications_off, prefix: str,
+                                                               tmp_path: Path) -> None:
+    bot = redis_server.engine(prefix=prefix)
+    engine = feed_engine(redis_server, prefix)
+    raw = bot.prefix.encode() + b":"
+    try:
+        bot.set_many(SESSION)
+        with mounted(engine, tmp_path / "mnt", ttl=FEED_TTL) as mnt:
+            assert ls(mnt / "chat") == ["120363@g.us", "5491112345678@s.whatsapp.net"]
+            (before,) = [c["id"] for c in pubsub_clients(redis_server)]
+            # The kill and the write run back to back in the server: the write's event is lost.
+            pipe = bot.client.pipeline(transaction=False)
+            pipe.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+            pipe.set(raw + b"chat/while-down@s.whatsapp.net/index", b"written while down")
+            killed, _ = pipe.execute()
+            assert killed == 1
+            wait_for("feed: a key written while the feed was down (rescan)",
+                     lambda: "while-down@s.whatsapp.net" in ls(mnt / "chat"), FEED_BOUND + 1.0)
+            assert cat(mnt / "chat/while-down@s.whatsapp.net/index") == "written while down"
+            (after,) = [c["id"] for c in pubsub_clients(redis_server)]
+            assert after != before  # a new subscription, not the old connection
+            bot.set("chat/after@s.whatsapp.net/index", "after")  # and events flow again
+            wait_for("feed: a key written after the reconnect", lambda: "after@s.whatsapp.net" in ls(mnt / "chat"),
+                     FEED_BOUND)
+    finally:
+        engine.close()
+        bot.close()
+
+
+def test_refresh_makes_a_polling_daemon_read_the_store_again(redis_server, notifications_off, prefix: str,
+                                                             tmp_path: Path) -> None:
+    """``wafs.mount.refresh`` (SIGHUP to a real background daemon) beats a 60 s TTL."""
+    bot = redis_server.engine(prefix=prefix)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    url = f"{redis_server.url}?{urllib.parse.urlencode({'prefix': prefix})}"
+    log_file = tmp_path / "daemon.log"
+    try:
+        bot.set_many(SESSION)
+        script = ("import sys; from wafs.mount import mount, MountOptions; "
+                  "mount(sys.argv[1], sys.argv[2], MountOptions(ttl=60.0), log_file=sys.argv[3])")
+        subprocess.run([sys.executable, "-c", script, url, str(mnt), str(log_file)], check=True, timeout=60)
+        assert mounted_at(mnt)
+        assert ls(mnt / "chat") == ["120363@g.us", "5491112345678@s.whatsapp.net"]
+        bot.set("chat/new@s.whatsapp.net/index", "new")
+        time.sleep(KERNEL_TIMEOUT + 0.2)
+        assert "new@s.whatsapp.net" not in ls(mnt / "chat")  # the TTL holds the old tree
+        pid = refresh(str(mnt))
+        assert pid != os.getpid()
+        wait_for("refresh: a key written before wafs refresh",
+                 lambda: "new@s.whatsapp.net" in ls(mnt / "chat"), SLACK + KERNEL_TIMEOUT)
+    finally:
+        release(mnt)
+        bot.close()
+
+
+class Bot(threading.Thread):
+    """Keeps rewriting one large value that carries its own SHA-256 (and changes size)."""
+
+    def __init__(self, engine: RedisEngine, key: str) -> None:
+        super().__init__(name="bot-writer", daemon=True)
+        self.engine = engine
+        self.key = key
+        self.stop = threading.Event()
+        self.writes = 0
+        self.error: BaseException | None = None
+
+    @staticmethod
+    def value(number: int) -> str:
+        body = (f"{number:08d}" + "ñandú-" * 20) * (6000 + number % 7 * 500)  # ~1 MB, size varies
+        return hashlib.sha256(body.encode()).hexdigest() + "\n" + body
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                self.engine.set(self.key, self.value(self.writes))
+                self.writes += 1
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+
+
+@pytest.mark.parametrize("mode", ["notifications", "polling"])
+def test_reader_never_sees_a_torn_value_while_the_bot_writes(redis_server, notifications_off, prefix: str,
+                                                             tmp_path: Path, mode: str) -> None:
+    key = f"{CHAT}/message/BIG/raw"
+    writer = redis_server.engine(prefix=prefix)
+    engine = feed_engine(redis_server, prefix) if mode == "notifications" else redis_server.engine(prefix=prefix)
+    bot = Bot(writer, key)
+    try:
+        writer.set(key, Bot.value(0))
+        with mounted(engine, tmp_path / "mnt", ttl=POLL_TTL) as mnt:
+            bot.start()
+            reads, seen, deadline = 0, set(), time.monotonic() + 4.0
+            while time.monotonic() < deadline:
+                data = (mnt / key).read_bytes()
+                checksum, _, body = data.partition(b"\n")
+                assert hashlib.sha256(body).hexdigest().encode() == checksum, f"torn read #{reads}: {len(data)} bytes"
+                seen.add(checksum)
+                reads += 1
+            bot.stop.set()
+            bot.join(10)
+        assert bot.error is None
+        print(f"{mode}: {reads} reads of a ~1 MB value, {len(seen)} distinct values, {bot.writes} writes")
+        assert reads >= 10 and bot.writes >= 10
+        assert len(seen) >= 2  # the reader did see the value change
+    finally:
+        bot.stop.set()
+        bot.join(10)
+        engine.close()
+        writer.close()
