@@ -2,12 +2,294 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from typing import Any, TypeVar
+
 import click
 
 from . import __version__
+from .copy import copy_engine
+from .demo import write_demo
+from .engine import Engine
+from .engines.file import DEFAULT_BASE
+from .errors import WafsError
+from .keys import check_key, is_under
+from .registry import open_engine
+
+DEFAULT_ENGINE_URL = "file://.baileys/default"
+ENGINE_ENVVAR = "WAFS_ENGINE"
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class WafsGroup(click.Group):
+    """A click group that turns every :class:`~wafs.errors.WafsError` into a one-line user error."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except WafsError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+def _absolute_file_url(ctx: click.Context, param: click.Parameter, url: str) -> str:
+    """Resolve a relative file:// path against the directory the command runs in.
+
+    The URL then means the same directory to a process that changes directory, such as
+    the background mount daemon.
+    """
+    scheme, sep, path = url.partition("://")
+    if not sep:
+        scheme, path = "file", url
+    if scheme.lower() != "file" or os.path.isabs(path):
+        return url
+    return "file://" + os.path.abspath(path or DEFAULT_BASE)
+
+
+def engine_option(command: F) -> F:
+    """The ``--engine URL`` option (``WAFS_ENGINE``) every command that uses one engine shares.
+
+    The command receives the URL as ``engine_url``, a file:// path made absolute.
+    """
+    return click.option(
+        "--engine",
+        "engine_url",
+        metavar="URL",
+        envvar=ENGINE_ENVVAR,
+        default=DEFAULT_ENGINE_URL,
+        show_default=True,
+        show_envvar=True,
+        callback=_absolute_file_url,
+        help="Engine URL: file://PATH, memory://, redis://HOST:PORT/DB?prefix=P or postgresql://...",
+    )(command)
+
+
+def open_url(url: str) -> Engine:
+    """Open the engine at ``url`` for the running command; it is closed when the command ends."""
+    try:
+        engine = open_engine(url)
+    except WafsError:
+        raise
+    except ValueError as exc:  # an engine's URL parser refusing a parameter
+        raise click.ClickException(f"bad engine URL {url!r}: {exc}") from exc
+    return click.get_current_context().with_resource(engine)
+
+
+def _decode(data: bytes, source: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise click.ClickException(
+            f"{source} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); nothing written"
+        ) from exc
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
+
+
+@click.group(cls=WafsGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="wafs")
 def main() -> None:
-    """wafs: browse and manage a Baileys bot's key-value store, or mount it as a directory tree."""
+    """wafs: browse and manage a Baileys bot's key-value store, or mount it as a directory tree.
+
+    Every command that works on one store takes --engine URL, or the WAFS_ENGINE
+    environment variable; the default is the directory .baileys/default, where the
+    Node library keeps its session.
+
+    \b
+        wafs demo
+        wafs ls chat/ --limit 5
+        WAFS_ENGINE=redis://localhost:6379/0?prefix=wa:bot wafs get session/creds
+    """
+
+
+@main.command(name="ls")
+@click.argument("prefix", default="")
+@click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True, help="Skip this many keys.")
+@click.option("--limit", type=click.IntRange(min=0), default=None, help="Show at most this many keys  [default: 50]")
+@click.option("--all", "show_all", is_flag=True, help="Show every key (no limit).")
+@engine_option
+def ls_command(prefix: str, offset: int, limit: int | None, show_all: bool, engine_url: str) -> None:
+    """List keys that start with PREFIX, one per line.
+
+    Keys come in the engine's order (newest first for files, memory and PostgreSQL).
+    PREFIX is a plain string prefix: chat/1 matches chat/1/index and chat/10/index,
+    chat/1/ only the first. A note on stderr says when more keys follow the page.
+
+    \b
+        wafs ls
+        wafs ls chat/ --limit 10
+        wafs ls contact/ --all | wc -l
+        wafs ls 'chat/5491112345678@s.whatsapp.net/message/' --offset 50
+    """
+    if show_all and limit is not None:
+        raise click.UsageError("--all and --limit cannot be used together")
+    engine = open_url(engine_url)
+    if show_all:
+        keys = engine.list(prefix, offset, None)
+        more = False
+    else:
+        page = 50 if limit is None else limit
+        keys = engine.list(prefix, offset, page + 1)
+        more = len(keys) > page
+        keys = keys[:page]
+    for key in keys:
+        click.echo(key)
+    if more:
+        click.echo(f"(more keys follow: --offset {offset + len(keys)} for the next page, --all for every key)", err=True)
+
+
+@main.command(name="get")
+@click.argument("key")
+@engine_option
+def get_command(key: str, engine_url: str) -> None:
+    """Print the value of KEY.
+
+    The value goes to stdout exactly as stored, with no newline added. Exits 1 with "no such key" when KEY holds no value.
+
+    \b
+        wafs get session/creds | python -m json.tool
+        wafs get 'chat/5491112345678@s.whatsapp.net/messages' | head -3
+    """
+    engine = open_url(engine_url)
+    value = engine.get(key)
+    if value is None:
+        if engine.list(key + "/", 0, 1):
+            raise click.ClickException(f"no such key: {key} (it is a directory of keys: wafs ls {key}/)")
+        raise click.ClickException(f"no such key: {key}")
+    click.echo(value.encode("utf-8"), nl=False)
+
+
+@main.command(name="set")
+@click.argument("key")
+@click.argument("value", required=False)
+@engine_option
+def set_command(key: str, value: str | None, engine_url: str) -> None:
+    """Store VALUE (or stdin) under KEY.
+
+    Without VALUE, stores what stdin holds, all of it, as is. Values are UTF-8 text: other bytes are refused and nothing is written. An empty
+    value is a value (an empty file), not a delete; use wafs rm to delete.
+
+    \b
+        wafs set contact/123@s.whatsapp.net/index '{"name": "John"}'
+        wafs set session/creds < creds.json
+        echo -n "" | wafs set chat/123@s.whatsapp.net/messages
+    """
+    check_key(key)
+    if value is None:
+        text = _decode(sys.stdin.buffer.read(), "stdin")
+    else:
+        # Arguments that are not UTF-8 reach Python as surrogate escapes; recover the bytes.
+        text = _decode(value.encode("utf-8", "surrogateescape"), "VALUE")
+    open_url(engine_url).set(key, text)
+
+
+@main.command(name="rm")
+@click.argument("key")
+@click.option("--dry-run", is_flag=True, help="List the keys that would go, delete nothing.")
+@engine_option
+def rm_command(key: str, dry_run: bool, engine_url: str) -> None:
+    """Delete KEY and every key below it.
+
+    This is the engine's cascade, set(KEY, None): KEY and every key below KEY/ go,
+    and the command says how many. Exits 1 when there is nothing to delete.
+
+    \b
+        wafs rm 'chat/5491112345678@s.whatsapp.net' --dry-run
+        wafs rm 'chat/5491112345678@s.whatsapp.net'
+        wafs rm session/pre-key/7
+    """
+    check_key(key)
+    engine = open_url(engine_url)
+    doomed = sorted(found for found in engine.iter_keys(key) if is_under(found, key))
+    if not doomed:
+        raise click.ClickException(f"no such key: {key}")
+    noun = "key" if len(doomed) == 1 else "keys"
+    if dry_run:
+        for found in doomed:
+            click.echo(found)
+        click.echo(f"would remove {len(doomed)} {noun} (dry run, nothing deleted)", err=True)
+        return
+    engine.set(key, None)
+    click.echo(f"removed {len(doomed)} {noun}")
+
+
+@main.command(name="copy")
+@click.argument("src_url", metavar="SRC_URL")
+@click.argument("dst_url", metavar="DST_URL")
+@click.option("--prefix", default="", help="Copy only the keys that start with this prefix.")
+@click.option("--batch", type=click.IntRange(min=1), default=500, show_default=True, help="Keys per read and write.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary; failures are still reported.")
+def copy_command(src_url: str, dst_url: str, prefix: str, batch: int, quiet: bool) -> None:
+    """Copy keys from one engine to another.
+
+    Copies every key (or those under --prefix) from the engine at SRC_URL to the one
+    at DST_URL, in batches. Keys already in the destination are overwritten, none is deleted there, so running
+    the same copy again after an interruption finishes it. Keys that cannot be copied
+    (they break the key rules, or the destination refuses them) are listed on stderr
+    and the command exits 1. A progress bar shows on a terminal.
+
+    \b
+        wafs copy 'redis://localhost:6379/0?prefix=wa:bot' file://backup/bot
+        wafs copy file://backup/bot 'redis://localhost:6379/0?prefix=wa:bot'
+        wafs copy file://.baileys/default postgresql://wafs@localhost/wafs --prefix chat/
+    """
+    src = open_url(src_url)
+    dst = open_url(dst_url)
+    with ExitStack() as stack:
+        bar: Any = None
+
+        def progress(done: int, total: int) -> None:
+            nonlocal bar
+            if bar is None:
+                bar = stack.enter_context(
+                    click.progressbar(length=total, label="copying", file=sys.stderr, show_pos=True)
+                )
+            bar.update(done - bar.pos)
+
+        show = not quiet and sys.stderr.isatty()
+        report = copy_engine(src, dst, prefix=prefix, batch=batch, progress=progress if show else None)
+    if not quiet:
+        click.echo(f"copied {report.keys} keys ({_megabytes(report.bytes)}) in {report.seconds:.1f} s")
+    if report.failed:
+        for key, error in report.failed:
+            click.echo(f"  {key!r}: {error}", err=True)
+        raise click.ClickException(f"{len(report.failed)} keys could not be copied (listed above)")
+
+
+@main.command(name="demo")
+@click.option("--chats", type=click.IntRange(min=0), default=20, show_default=True, help="Chats (a fifth are groups).")
+@click.option("--messages", type=click.IntRange(min=0), default=50, show_default=True, help="Messages per chat.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same session.")
+@click.option("--force", is_flag=True, help="Write even if the engine already holds keys.")
+@engine_option
+def demo_command(chats: int, messages: int, seed: int, force: bool, engine_url: str) -> None:
+    """Write a demo WhatsApp session into an empty engine.
+
+    The session is realistic and deterministic (same seed, same keys and values):
+    credentials and Signal keys, contacts with lid/ mappings, 1:1 and group chats, and
+    per message its index, raw (WAMessage JSON) and content (text, or base64 media).
+    200 chats x 250 messages is the reference benchmark session (~150k keys, ~40 MB).
+
+    \b
+        wafs demo
+        wafs demo --engine memory:// --chats 2 --messages 3
+        wafs demo --engine 'redis://localhost:6379/0?prefix=wa:bench' --chats 200 --messages 250
+    """
+    engine = open_url(engine_url)
+    if not force and engine.list("", 0, 1):
+        raise click.ClickException(f"{engine_url} already holds keys; use --force to write the demo anyway")
+    started = time.monotonic()
+    written = write_demo(engine, chats=chats, messages=messages, seed=seed)
+    click.echo(
+        f"wrote {written} keys to {engine_url} ({chats} chats x {messages} messages, seed {seed}) "
+        f"in {time.monotonic() - started:.1f} s"
+    )
+
+
+# --- mount commands ---

@@ -1,0 +1,264 @@
+"""The ``wafs`` command line, through click's CliRunner and through the installed executable."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from wafs import FileEngine
+from wafs.cli import DEFAULT_ENGINE_URL, main
+from wafs.demo import demo_items
+
+WAFS = Path(sys.executable).parent / "wafs"
+COMMANDS = ["ls", "get", "set", "rm", "copy", "demo"]
+_unique = itertools.count()
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch) -> FileEngine:
+    """A FileEngine that every command in the test uses, through WAFS_ENGINE."""
+    monkeypatch.setenv("WAFS_ENGINE", f"file://{tmp_path}/store")
+    return FileEngine(tmp_path / "store")
+
+
+def run(*args: str, input: bytes | str | None = None) -> Result:
+    return CliRunner().invoke(main, list(args), input=input)
+
+
+def wafs(*args: str, input: bytes | None = None, env: dict[str, str] | None = None, cwd=None):
+    return subprocess.run([WAFS, *args], input=input, capture_output=True, env=env, cwd=cwd, timeout=60)
+
+
+# --- help and errors --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help_with_an_example(command: str) -> None:
+    result = run(command, "--help")
+    assert result.exit_code == 0
+    assert f"\n      wafs {command}" in result.output
+
+
+def test_engine_option_is_shared_with_env_and_default() -> None:
+    for command in ["ls", "get", "set", "rm", "demo"]:
+        output = run(command, "--help").output
+        assert "--engine URL" in output and "WAFS_ENGINE" in output and DEFAULT_ENGINE_URL in output
+
+
+def test_unknown_scheme_lists_the_known_ones() -> None:
+    result = run("ls", "--engine", "mongo://localhost/x")
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1 and result.output.startswith("Error: ")
+    for scheme in ["file://", "memory://", "redis://", "postgresql://"]:
+        assert scheme in result.output
+
+
+def test_bad_engine_url_parameter_is_a_user_error() -> None:
+    result = run("ls", "--engine", "redis://127.0.0.1:1/0?timeout=soon")
+    assert result.exit_code == 1 and "timeout" in result.output and "Traceback" not in result.output
+
+
+def test_unreachable_backend_is_a_one_line_error() -> None:
+    result = run("get", "session/creds", "--engine", "redis://127.0.0.1:1/0?timeout=0.5")
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: ") and result.output.count("\n") == 1
+
+
+@pytest.mark.parametrize("args", [["nope"], ["get"], ["ls", "--limit", "x"], ["ls", "--all", "--limit", "3"],
+                                  ["copy", "file://a"], ["demo", "--chats", "-1"]])
+def test_usage_errors_exit_2(args: list[str], store: FileEngine) -> None:
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    assert "Usage:" in result.output
+
+
+def test_bad_key_is_a_user_error(store: FileEngine) -> None:
+    for args in (["set", "a//b", "v"], ["get", "../etc/passwd"], ["rm", "/abs"], ["ls", "a//"]):
+        result = run(*args)
+        assert result.exit_code == 1, args
+        assert result.output.startswith("Error: key") or result.output.startswith("Error: prefix")
+    assert store.list("", 0, None) == []
+
+
+# --- get / set ----------------------------------------------------------------------------------
+
+
+def test_set_then_get_round_trips_exactly(store: FileEngine) -> None:
+    value = '{"name": "Jöhn 📱"}\nno newline at the end'
+    assert run("set", "contact/1@s.whatsapp.net/index", value).exit_code == 0
+    assert store.get("contact/1@s.whatsapp.net/index") == value
+    result = run("get", "contact/1@s.whatsapp.net/index")
+    assert result.exit_code == 0
+    assert result.stdout_bytes == value.encode("utf-8")
+
+
+def test_set_reads_stdin_when_value_is_omitted(store: FileEngine) -> None:
+    data = "línea 1\nlínea 2\n".encode("utf-8")
+    assert run("set", "chat/1/messages", input=data).exit_code == 0
+    assert store.get("chat/1/messages") == data.decode("utf-8")
+    assert run("set", "chat/1/empty", input=b"").exit_code == 0
+    assert store.get("chat/1/empty") == ""
+
+
+def test_set_refuses_bytes_that_are_not_utf8(store: FileEngine) -> None:
+    store.set("session/creds", "old")
+    result = run("set", "session/creds", input=b"\x89PNG\r\n\x1a\n")
+    assert result.exit_code == 1
+    assert "not UTF-8" in result.output and "nothing written" in result.output
+    assert store.get("session/creds") == "old"
+
+
+def test_get_missing_key_exits_1(store: FileEngine) -> None:
+    result = run("get", "session/creds")
+    assert result.exit_code == 1
+    assert result.output == "Error: no such key: session/creds\n"
+    store.set("chat/1/index", "i")
+    assert "wafs ls chat/1/" in run("get", "chat/1").output
+
+
+def test_get_and_set_on_every_engine_kind(redis_server, postgres_server, tmp_path) -> None:
+    n = next(_unique)
+    for url in [f"file://{tmp_path}/s", f"{redis_server.url}?prefix=wa:cli{n}", f"{postgres_server.url}?table=cli_{n}"]:
+        assert run("set", "lid/1@lid", "1@s.whatsapp.net", "--engine", url).exit_code == 0
+        assert run("get", "lid/1@lid", "--engine", url).stdout == "1@s.whatsapp.net"
+        assert run("ls", "--engine", url).stdout == "lid/1@lid\n"
+        assert run("rm", "lid", "--engine", url).stdout == "removed 1 key\n"
+        assert run("get", "lid/1@lid", "--engine", url).exit_code == 1
+
+
+# --- ls -----------------------------------------------------------------------------------------
+
+
+def test_ls_pages_in_the_engine_order(store: FileEngine) -> None:
+    store.set_many({f"contact/{n:03d}/index": "c" for n in range(60)})
+    store.set("session/creds", "c")
+    order = store.list("contact/", 0, None)
+
+    first = run("ls", "contact/")
+    assert first.exit_code == 0
+    assert first.stdout.splitlines() == order[:50]
+    assert "--offset 50" in first.stderr
+    assert run("ls", "contact/", "--offset", "50").stdout.splitlines() == order[50:]
+    assert run("ls", "contact/", "--offset", "50").stderr == ""
+    assert run("ls", "contact/", "--limit", "5", "--offset", "2").stdout.splitlines() == order[2:7]
+    everything = run("ls", "--all")
+    assert everything.stdout.splitlines() == store.list("", 0, None) and len(everything.stdout.splitlines()) == 61
+    assert everything.stderr == ""
+
+
+def test_ls_prefix_is_a_plain_string_prefix(store: FileEngine) -> None:
+    store.set_many({"chat/1/index": "a", "chat/10/index": "b"})
+    assert sorted(run("ls", "chat/1").stdout.splitlines()) == ["chat/1/index", "chat/10/index"]
+    assert run("ls", "chat/1/").stdout.splitlines() == ["chat/1/index"]
+
+
+def test_default_engine_is_baileys_default_in_the_current_directory(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("WAFS_ENGINE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert run("set", "session/creds", "{}").exit_code == 0
+    assert FileEngine(tmp_path / ".baileys" / "default").get("session/creds") == "{}"
+    assert run("ls").stdout == "session/creds\n"
+
+
+def test_relative_file_urls_are_made_absolute(tmp_path, monkeypatch) -> None:
+    # A background process (the mount daemon) changes directory: the URL must not depend on it.
+    monkeypatch.chdir(tmp_path)
+    result = run("demo", "--engine", "file://rel/store", "--chats", "0", "--messages", "0")
+    assert result.exit_code == 0
+    assert f" to file://{tmp_path}/rel/store " in result.stdout
+    assert FileEngine(tmp_path / "rel" / "store").get("session/creds")
+
+
+# --- rm -----------------------------------------------------------------------------------------
+
+
+def test_rm_cascades_and_counts(store: FileEngine) -> None:
+    store.set_many({"chat/1/index": "i", "chat/1/messages": "m", "chat/1/message/A/raw": "r", "chat/10/index": "x"})
+    result = run("rm", "chat/1")
+    assert result.exit_code == 0
+    assert result.stdout == "removed 3 keys\n"
+    assert store.list("", 0, None) == ["chat/10/index"]
+
+
+def test_rm_dry_run_lists_and_deletes_nothing(store: FileEngine) -> None:
+    keys = {"chat/1/index": "i", "chat/1/message/A/raw": "r", "chat/10/index": "x"}
+    store.set_many(keys)
+    result = run("rm", "chat/1", "--dry-run")
+    assert result.exit_code == 0
+    assert result.stdout.splitlines() == ["chat/1/index", "chat/1/message/A/raw"]
+    assert "would remove 2 keys" in result.stderr
+    assert dict(store.items("")) == keys
+
+
+def test_rm_missing_key_exits_1(store: FileEngine) -> None:
+    result = run("rm", "chat/404")
+    assert result.exit_code == 1 and result.output == "Error: no such key: chat/404\n"
+
+
+# --- demo ---------------------------------------------------------------------------------------
+
+
+def test_demo_writes_the_session_and_refuses_a_non_empty_engine(store: FileEngine) -> None:
+    expected = dict(demo_items(chats=2, messages=3, seed=5))
+    result = run("demo", "--chats", "2", "--messages", "3", "--seed", "5")
+    assert result.exit_code == 0
+    assert result.stdout.startswith(f"wrote {len(expected)} keys to ")
+    assert dict(store.items("")) == expected
+
+    again = run("demo", "--chats", "2", "--messages", "3")
+    assert again.exit_code == 1 and "already holds keys" in again.output and "--force" in again.output
+    store.set("session/creds", "changed")
+    assert run("demo", "--chats", "2", "--messages", "3", "--seed", "5", "--force").exit_code == 0
+    assert dict(store.items("")) == expected
+
+
+# --- the installed executable -------------------------------------------------------------------
+
+
+def test_executable_round_trip_with_stdin(tmp_path) -> None:
+    url = f"file://{tmp_path}/store"
+    assert wafs("set", "chat/1/messages", "--engine", url, input=b"1717200000 ABC\n").returncode == 0
+    done = wafs("get", "chat/1/messages", "--engine", url)
+    assert done.returncode == 0 and done.stdout == b"1717200000 ABC\n"
+
+
+def test_executable_reads_wafs_engine_from_the_environment(tmp_path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "WAFS_ENGINE": f"file://{tmp_path}/envstore"}
+    assert wafs("set", "session/creds", "{}", env=env).returncode == 0
+    assert FileEngine(tmp_path / "envstore").get("session/creds") == "{}"
+
+
+def test_executable_refuses_non_utf8(tmp_path) -> None:
+    done = wafs("set", "session/creds", "--engine", f"file://{tmp_path}/store", input=b"ok\xff\xfe")
+    assert done.returncode == 1
+    assert done.stderr == b"Error: stdin is not UTF-8 text (byte 0xff at offset 2); nothing written\n"
+    assert FileEngine(tmp_path / "store").list("", 0, None) == []
+
+
+def test_executable_errors_are_one_line(tmp_path) -> None:
+    missing = wafs("get", "session/creds", "--engine", f"file://{tmp_path}/store")
+    assert missing.returncode == 1 and missing.stderr == b"Error: no such key: session/creds\n"
+    unknown = wafs("ls", "--engine", "ftp://host/x")
+    assert unknown.returncode == 1 and b"known: file://" in unknown.stderr and b"Traceback" not in unknown.stderr
+    usage = wafs("rm")
+    assert usage.returncode == 2 and b"Missing argument 'KEY'" in usage.stderr
+
+
+def test_executable_rm_dry_run_deletes_nothing(tmp_path) -> None:
+    url = f"file://{tmp_path}/store"
+    assert wafs("demo", "--chats", "2", "--messages", "2", "--engine", url).returncode == 0
+    before = dict(FileEngine(tmp_path / "store").items(""))
+    chat = next(key for key in before if key.startswith("chat/")).split("/")[1]
+    done = wafs("rm", f"chat/{chat}", "--dry-run", "--engine", url)
+    assert done.returncode == 0
+    listed = done.stdout.decode().splitlines()
+    assert len(listed) == 2 + 2 * 3 and all(key.startswith(f"chat/{chat}/") for key in listed)
+    assert dict(FileEngine(tmp_path / "store").items("")) == before
+    gone = wafs("rm", f"chat/{chat}", "--engine", url)
+    assert gone.stdout == f"removed {len(listed)} keys\n".encode()
+    assert len(FileEngine(tmp_path / "store").list("", 0, None)) == len(before) - len(listed)
