@@ -28,6 +28,7 @@ from typing import Any, Protocol, TypeVar
 import redis
 from redis import exceptions as rx
 from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.cluster import RedisCluster
 from redis.retry import Retry
 
 from ..engine import Engine, Watch
@@ -35,7 +36,6 @@ from ..errors import (
     BackendError,
     BackendUnavailableError,
     NoSpaceError,
-    UnknownSchemeError,
     WafsError,
 )
 
@@ -48,6 +48,13 @@ CONNECT_TIMEOUT = 2.0
 RETRIES = 2
 #: Keys per MGET / MSET / DEL / pipeline, and the COUNT hint of each SCAN call.
 CHUNK = 1000
+#: Cluster: attempts of a command after a dropped node or ``CLUSTERDOWN`` (the client refreshes
+#: its slot map between them; ``MOVED``/``ASK`` redirections are followed on top of these).
+CLUSTER_RETRIES = 3
+#: Cluster: SCAN passes over every primary when the slot layout changes under a pass
+#: (failover, resharding), and the pause before each repeat (seconds).
+CLUSTER_PASSES = 4
+CLUSTER_PAUSE = 0.25
 
 _GLOB_SPECIAL = frozenset(b"*?[]\\")
 _URL_OPTIONS = ("prefix", "timeout", "notifications")
@@ -119,7 +126,28 @@ def _describe(client: object) -> str:
         return f"unix://{options['path']}?db={db}"
     if "host" in options:
         return f"redis://{options['host']}:{options.get('port', 6379)}/{db}"
+    if isinstance(client, RedisCluster):
+        node = client.get_default_node()
+        return f"redis+cluster://{node.host}:{node.port}" if node is not None else "redis+cluster"
     return type(client).__name__
+
+
+def _layout_line(reply: bytes | str) -> tuple[str, ...]:
+    """A node's own line of ``CLUSTER NODES``: id, flags, primary, epoch and slots (with migrations)."""
+    for line in _text(_as_bytes(reply)).splitlines():
+        fields = line.split()
+        if "myself" in fields[2].split(","):
+            return (fields[0], fields[2], fields[3], fields[6], *fields[8:])
+    return ()
+
+
+def _migrates_out(line: tuple[str, ...]) -> bool:
+    """True when the node of this layout line is sending a slot away (``[slot->-target]``)."""
+    return any("->-" in field for field in line[4:])
+
+
+def _migrates_in(line: tuple[str, ...]) -> bool:
+    return any("-<-" in field for field in line[4:])
 
 
 # --- the change feed: keyspace notifications ------------------------------------------------------
@@ -257,6 +285,24 @@ class RedisWatch(Watch):
         self._on_change(_text(channel[len(self._channel):]), event in _GONE_EVENTS)
 
 
+def _cluster_client(parts: urllib.parse.SplitResult, timeout: float) -> RedisCluster:
+    """A ``RedisCluster`` from the startup node in ``parts`` (a ``redis://`` URL without a database)."""
+    if parts.path not in ("", "/", "/0"):
+        raise ValueError(f"a Redis Cluster has no database number: {parts.path!r} in a redis+cluster:// URL")
+    try:  # unlike Redis(), RedisCluster() connects at once, to learn the slot map
+        return RedisCluster.from_url(
+            urllib.parse.urlunsplit(parts._replace(path="")),
+            socket_timeout=timeout,
+            socket_connect_timeout=min(CONNECT_TIMEOUT, timeout),
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), CLUSTER_RETRIES),
+            decode_responses=False,
+        )
+    except (rx.RedisError, rx.RedisClusterException) as exc:
+        raise BackendUnavailableError(
+            f"Redis Cluster at redis+cluster://{parts.hostname}:{parts.port} is unavailable: {exc}"
+        ) from exc
+
+
 class RedisEngine(Engine):
     """Keys as Redis strings ``{prefix}:{key}``. ``list`` order: by key (code point order).
 
@@ -293,16 +339,14 @@ class RedisEngine(Engine):
         """Open ``redis://[user:pass@]host:port/db?prefix=wa:default&timeout=5&notifications=enable``.
 
         ``rediss://`` and ``unix:///path/redis.sock?db=0`` work as redis-py parses them; every
-        other query parameter goes to redis-py. ``prefix`` defaults to ``wa:default``,
+        other query parameter goes to redis-py. ``redis+cluster://[user:pass@]host:port?prefix=…``
+        opens a ``RedisCluster`` from that startup node (it discovers the others; same
+        ``prefix`` and ``timeout``; no database number; see docs/cluster.md). ``prefix`` defaults to ``wa:default``,
         ``timeout`` (seconds per command) to 5. ``notifications=enable`` lets :meth:`watch` turn
         on the server's keyspace notifications (``enable_notifications=True``). The client is created here, with
         ``decode_responses=False``, and closed by :meth:`close`.
         """
         parts = urllib.parse.urlsplit(url)
-        if parts.scheme.lower() == "redis+cluster":
-            raise UnknownSchemeError(
-                "redis+cluster:// is not supported yet; pass a redis.RedisCluster client to RedisEngine"
-            )
         query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
         options = dict(query)
         prefix = options.get("prefix", DEFAULT_PREFIX)
@@ -316,13 +360,16 @@ class RedisEngine(Engine):
         if notifications not in ("", "enable"):
             raise ValueError(f"notifications in {url!r} must be 'enable' (or left out)")
         rest = urllib.parse.urlencode([(name, value) for name, value in query if name not in _URL_OPTIONS])
-        client = redis.Redis.from_url(
-            urllib.parse.urlunsplit(parts._replace(query=rest)),
-            socket_timeout=timeout,
-            socket_connect_timeout=min(CONNECT_TIMEOUT, timeout),
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), RETRIES, supported_errors=(rx.ConnectionError,)),
-            decode_responses=False,
-        )
+        if parts.scheme.lower() == "redis+cluster":
+            client = _cluster_client(parts._replace(scheme="redis", query=rest), timeout)
+        else:
+            client = redis.Redis.from_url(
+                urllib.parse.urlunsplit(parts._replace(query=rest)),
+                socket_timeout=timeout,
+                socket_connect_timeout=min(CONNECT_TIMEOUT, timeout),
+                retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), RETRIES, supported_errors=(rx.ConnectionError,)),
+                decode_responses=False,
+            )
         engine = cls(client, prefix, enable_notifications=notifications == "enable")
         engine._owns_client = True
         return engine
@@ -342,11 +389,12 @@ class RedisEngine(Engine):
             raise
         except (rx.AuthenticationError, rx.AuthorizationError) as exc:
             raise BackendError(f"Redis at {where} refused the credentials ({action}): {exc}") from exc
-        except (rx.ConnectionError, rx.TimeoutError, rx.TryAgainError, rx.ClusterDownError, rx.ReadOnlyError) as exc:
+        except (rx.ConnectionError, rx.TimeoutError, rx.TryAgainError, rx.ClusterDownError, rx.ReadOnlyError,
+                rx.SlotNotCoveredError) as exc:
             raise BackendUnavailableError(f"Redis at {where} is unavailable ({action}): {exc}") from exc
         except rx.OutOfMemoryError as exc:
             raise NoSpaceError(f"Redis at {where} is out of memory ({action}): {exc}") from exc
-        except rx.RedisError as exc:
+        except (rx.RedisError, rx.RedisClusterException) as exc:
             raise BackendError(f"Redis at {where} failed ({action}): {exc}") from exc
         except UnicodeDecodeError as exc:
             raise BackendError(
@@ -367,12 +415,54 @@ class RedisEngine(Engine):
     def _scan(self, start: bytes) -> Iterator[bytes]:
         """Yield each full key starting with ``start`` once, as bytes, streaming one SCAN pass."""
         seen: set[bytes] = set()
+        pattern = _glob_escape(start) + b"*"
         with self._translated(f"scan {_text(start)}*"):
-            for reply in self.client.scan_iter(match=_glob_escape(start) + b"*", count=CHUNK):
+            replies = (self._scan_cluster(pattern) if isinstance(self.client, RedisCluster)
+                       else self.client.scan_iter(match=pattern, count=CHUNK))
+            for reply in replies:
                 full = _as_bytes(reply)
                 if full.startswith(start) and full not in seen:
                     seen.add(full)
                     yield full
+
+    def _scan_cluster(self, pattern: bytes) -> Iterator[bytes | str]:
+        """SCAN every primary of the cluster with its own cursor; repeat while the layout moved.
+
+        redis-py's ``RedisCluster.scan_iter`` also visits every primary, but it never notices
+        a failover or a slot moving mid-pass, when a key can leave a node not yet scanned for
+        one already scanned. Here every primary's own view of its slots (migrations included)
+        is read before and after the pass: when it changed, the client refreshes its slot map
+        and the pass is repeated (the caller drops repeats). While a slot is migrating, the
+        node it leaves is scanned before the node it goes to, so a key moving during the pass
+        is met on one of them. A node that cannot be reached ends the pass the same way; after
+        :data:`CLUSTER_PASSES` passes the error (or ``CLUSTERDOWN``) is raised.
+        """
+        client = self.client
+        assert isinstance(client, RedisCluster)
+        for attempt in range(1, CLUSTER_PASSES + 1):
+            try:
+                before = self._cluster_layout()
+                order = sorted(client.get_primaries(),
+                               key=lambda node: (not _migrates_out(before[node.name]), _migrates_in(before[node.name])))
+                for node in order:
+                    yield from client.get_redis_connection(node).scan_iter(match=pattern, count=CHUNK)
+                if self._cluster_layout() == before:
+                    return
+            except (rx.ConnectionError, rx.TimeoutError):
+                if attempt == CLUSTER_PASSES:
+                    raise
+            client.nodes_manager.initialize()
+            time.sleep(CLUSTER_PAUSE * attempt)
+        raise rx.ClusterDownError(f"the slot layout kept changing over {CLUSTER_PASSES} SCAN passes")
+
+    def _cluster_layout(self) -> dict[str, tuple[str, ...]]:
+        """``{node name: its own CLUSTER NODES line}`` for every primary the client knows."""
+        client = self.client
+        assert isinstance(client, RedisCluster)
+        return {
+            node.name: _layout_line(client.get_redis_connection(node).execute_command("CLUSTER", "NODES"))
+            for node in client.get_primaries()
+        }
 
     def _cascade(self, prefixes: Iterable[str]) -> None:
         wanted = {_raw(prefix) for prefix in prefixes}
