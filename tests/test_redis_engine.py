@@ -343,11 +343,6 @@ def test_close_releases_the_client_it_created(redis_server: Any, raw: redis.Redi
     assert name not in {client["name"] for client in raw.client_list()}
 
 
-def test_cluster_url_is_refused_clearly() -> None:
-    with pytest.raises(UnknownSchemeError, match="not supported yet"):
-        open_engine("redis+cluster://127.0.0.1:7000/0")
-
-
 @pytest.mark.parametrize("timeout", ["abc", "0", "-1"])
 def test_bad_timeout_is_refused(timeout: str) -> None:
     with pytest.raises(ValueError, match="timeout"):

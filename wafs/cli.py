@@ -293,3 +293,80 @@ def demo_command(chats: int, messages: int, seed: int, force: bool, engine_url: 
 
 
 # --- mount commands ---
+
+
+@main.command(name="mount")
+@click.argument("mountpoint", type=click.Path(file_okay=False))
+@engine_option
+@click.option("--read-only", is_flag=True, help="Refuse every change with EROFS.")
+@click.option("-f", "--foreground", is_flag=True, help="Stay in the foreground; Ctrl-C or SIGTERM unmounts.")
+@click.option("--debug", is_flag=True, help="Log every FUSE operation to stderr (implies --foreground).")
+@click.option("--ttl", type=click.FloatRange(min=0.0), default=1.0, show_default=True,
+              help="Seconds a listing or a value read from the store is trusted, without a change feed.")
+@click.option("--cache-size", type=click.IntRange(min=0), default=64, show_default=True,
+              help="MiB of values the daemon may keep.")
+@click.option("--umask", default="077", show_default=True, help="Octal umask for file (0666) and directory (0777) modes.")
+@click.option("--allow-other", is_flag=True, help="Let other users see the mount (needs user_allow_other).")
+@click.option("--log-file", type=click.Path(dir_okay=False), default=None,
+              help="Where the background daemon logs  [default: ~/.cache/wafs/MOUNTPOINT.log]")
+def mount_command(mountpoint: str, engine_url: str, read_only: bool, foreground: bool, debug: bool, ttl: float,
+                  cache_size: int, umask: str, allow_other: bool, log_file: str | None) -> None:
+    """Mount the store at MOUNTPOINT as a directory tree.
+
+    Key chat/123@s.whatsapp.net/index becomes the file
+    MOUNTPOINT/chat/123@s.whatsapp.net/index. Returns once the mount answers; the daemon
+    keeps serving in the background until 'wafs umount'.
+
+    \b
+        wafs mount ./mnt
+        wafs mount ./mnt --engine 'redis://localhost:6379/0?prefix=wa:bot' --read-only
+        ls mnt/chat; grep -rl pedido mnt/chat; cp -a mnt backup
+        wafs umount ./mnt
+    """
+    from .mount import MountOptions, mount
+    from .mount.daemon import default_log_file
+
+    try:
+        mask = int(umask, 8)
+    except ValueError:
+        raise click.BadParameter(f"{umask!r} is not an octal number", param_hint="--umask") from None
+    options = MountOptions(read_only=read_only, ttl=ttl, cache_bytes=cache_size << 20, allow_other=allow_other,
+                           umask=mask, debug=debug)
+    if foreground or debug:
+        import logging
+
+        logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, stream=sys.stderr,
+                            format="%(asctime)s wafs %(levelname)s %(message)s")
+    mount(engine_url, mountpoint, options, foreground=foreground or debug,
+          log_file=log_file or default_log_file(mountpoint))
+    if not (foreground or debug):
+        click.echo(f"mounted {engine_url} at {mountpoint}; unmount with: wafs umount {mountpoint}", err=True)
+
+
+@main.command(name="umount")
+@click.argument("mountpoint", type=click.Path(file_okay=False))
+@click.option("--lazy", is_flag=True, help="Detach now even if busy or if the daemon died.")
+def umount_command(mountpoint: str, lazy: bool) -> None:
+    """Unmount a wafs mount; pending writes are committed first.
+
+    \b
+        wafs umount ./mnt
+        wafs umount --lazy ./mnt      # after the daemon was killed
+    """
+    from .mount import unmount
+
+    unmount(mountpoint, lazy=lazy)
+
+
+@main.command(name="refresh")
+@click.argument("mountpoint", type=click.Path(file_okay=False))
+def refresh_command(mountpoint: str) -> None:
+    """Make the daemon behind MOUNTPOINT read the whole store again now (as SIGHUP does).
+
+    \b
+        wafs refresh ./mnt
+    """
+    from .mount import refresh
+
+    pid = refresh(mountpoint)
+    click.echo(f"asked the daemon (pid {pid}) to read the store again", err=True)

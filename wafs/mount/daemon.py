@@ -154,7 +154,8 @@ def mount(engine_url: str, mountpoint: str, options: MountOptions, *, foreground
         os.close(read_end)
         _become_daemon(log_file)
         try:
-            with open_engine(engine_url) as engine:
+            with open_engine(engine_url) as engine:  # before chdir: a relative file:// path stays right
+                os.chdir("/")
                 serve(engine, mountpoint, options, on_ready=lambda: _say(write_end, READY))
         except BaseException as exc:  # tell the parent why, whatever it was
             log.exception("mount of %s failed", engine_url)
@@ -175,7 +176,6 @@ def _say(fd: int, message: bytes) -> None:
 
 def _become_daemon(log_file: str | None) -> None:
     os.setsid()
-    os.chdir("/")
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
     if log_file:
