@@ -14,7 +14,7 @@ import redis
 from wafs import open_engine
 from wafs.engine import Kind
 from wafs.engines.redis import RedisEngine
-from wafs.errors import BackendError, BackendUnavailableError, UnknownSchemeError
+from wafs.errors import BackendError, BackendUnavailableError
 from wafs.keys import is_valid_key
 
 _unique = itertools.count()
