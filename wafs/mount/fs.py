@@ -469,8 +469,12 @@ class WafsOperations(mfusepy.Operations):
             handle.created = False
 
     def _store(self, key: str, data: bytes) -> None:
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:  # truncate cut inside a character: refused, nothing stored
+            raise _fail(errno.EILSEQ) from None
         self.sweeper.flush_covering(key)
-        self.engine.set(key, data.decode("utf-8"))
+        self.engine.set(key, text)
         self._mtimes[key] = time.time_ns()
         self.tree.put(key, len(data))
         self.cache.put(key, data)

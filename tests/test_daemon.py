@@ -1,0 +1,181 @@
+"""The real ``wafs`` executable: background daemon, its death, stale mountpoints, exposure.
+
+Every test runs ``/work/main/.venv/bin/wafs`` (the installed console script) in subprocesses
+and unmounts in ``finally``: ``wafs umount``, then ``fusermount3 -uz`` as the last resort.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from wafs import FileEngine
+from wafs.mount import mounted_at
+
+WAFS = str(Path(sys.executable).with_name("wafs"))
+WAIT_SECONDS = 15.0
+KEY = "chat/5491112345678@s.whatsapp.net/index"
+
+
+def wafs(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([WAFS, *args], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "LC_ALL": "C.UTF-8"})
+    if check and result.returncode != 0:
+        raise AssertionError(f"wafs {' '.join(args)} exited {result.returncode}: {result.stderr}")
+    return result
+
+
+def cleanup(mountpoint: Path) -> None:
+    """Unmount whatever is left at ``mountpoint`` within a bounded wait, or fail."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    while mounted_at(mountpoint) and time.monotonic() < deadline:
+        if wafs("umount", str(mountpoint), check=False).returncode != 0:
+            subprocess.run(["fusermount3", "-uz", str(mountpoint)], capture_output=True, timeout=WAIT_SECONDS)
+        time.sleep(0.05)
+    assert not mounted_at(mountpoint), f"{mountpoint} is still mounted"
+
+
+def daemon_pid(mountpoint: Path) -> int:
+    return int(os.getxattr(mountpoint, "user.wafs.pid"))
+
+
+def wait_gone(pid: int) -> None:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not Path(f"/proc/{pid}").exists(), f"daemon {pid} did not exit"
+
+
+@pytest.fixture
+def place() -> Iterator[Path]:
+    """A directory every user can reach (so a refusal comes from the mount, not from /tmp/pytest-of-root)."""
+    directory = Path(tempfile.mkdtemp(prefix="wafs-daemon-"))
+    directory.chmod(0o755)
+    (directory / "mnt").mkdir(mode=0o755)
+    store = FileEngine(directory / "store")
+    store.set(KEY, '{"name": "Ana"}')
+    store.close()
+    try:
+        yield directory
+    finally:
+        cleanup(directory / "mnt")
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def mount(place: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    return wafs("mount", str(place / "mnt"), "--engine", f"file://{place / 'store'}",
+                "--log-file", str(place / "daemon.log"), *options)
+
+
+def one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert result.returncode == 1, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+def test_background_daemon_serves_and_unmounts(place: Path) -> None:
+    mnt = place / "mnt"
+    started = mount(place)
+    assert "wafs umount" in started.stderr
+    pid = daemon_pid(mnt)
+    assert pid != os.getpid() and Path(f"/proc/{pid}").exists()
+    assert (mnt / KEY).read_text() == '{"name": "Ana"}'
+    (mnt / "chat/new@g.us").write_text("written through the daemon")
+    wafs("umount", str(mnt))
+    wait_gone(pid)
+    assert FileEngine(place / "store").get("chat/new@g.us") == "written through the daemon"
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_killed_daemon_leaves_a_stale_mount_that_umount_clears(place: Path, lazy: bool) -> None:
+    mnt = place / "mnt"
+    mount(place)
+    pid = daemon_pid(mnt)
+    os.kill(pid, signal.SIGKILL)
+    wait_gone(pid)
+    with pytest.raises(OSError):
+        os.stat(mnt)  # ENOTCONN: the daemon is gone, the mount is not
+    refused = wafs("mount", str(mnt), "--engine", f"file://{place / 'store'}", check=False)
+    one_line_error(refused, "stale", f"wafs umount {mnt}")
+    wafs("umount", *(["--lazy"] if lazy else []), str(mnt))
+    assert not mounted_at(mnt)
+    mount(place)
+    assert (mnt / KEY).read_text() == '{"name": "Ana"}'
+
+
+def test_mount_errors_are_one_line(place: Path) -> None:
+    store = f"file://{place / 'store'}"
+    missing = wafs("mount", str(place / "missing"), "--engine", store, check=False)
+    one_line_error(missing, "cannot mount on", "No such file or directory")
+    a_file = place / "a-file"
+    a_file.write_text("x")
+    not_dir = wafs("mount", str(a_file), "--engine", store, check=False)
+    # click's own check of the argument answers first: a usage error (exit 2), last line clear.
+    assert not_dir.returncode == 2, not_dir
+    assert not_dir.stderr.strip().splitlines()[-1] == f"Error: Invalid value for 'MOUNTPOINT': Directory '{a_file}' is a file."
+    mount(place)
+    twice = wafs("mount", str(place / "mnt"), "--engine", store, check=False)
+    one_line_error(twice, "already mounted", "wafs umount")
+    not_mounted = wafs("umount", str(place), check=False)
+    one_line_error(not_mounted, "is not mounted")
+
+
+def test_refresh_shows_an_outside_write_at_once(place: Path) -> None:
+    mnt = place / "mnt"
+    mount(place, "--ttl", "3600")
+    assert os.listdir(mnt / "chat") == ["5491112345678@s.whatsapp.net"]
+    outside = FileEngine(place / "store")
+    outside.set("chat/bot@g.us/index", "from the bot")
+    outside.set(KEY, "changed by the bot")
+    outside.close()
+    assert "bot@g.us" not in os.listdir(mnt / "chat")  # the hour-long TTL holds the old listing
+    refreshed = wafs("refresh", str(mnt))
+    assert str(daemon_pid(mnt)) in refreshed.stderr
+    deadline = time.monotonic() + 2.0  # SIGHUP is handled by a daemon thread
+    while "bot@g.us" not in os.listdir(mnt / "chat") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert sorted(os.listdir(mnt / "chat")) == ["5491112345678@s.whatsapp.net", "bot@g.us"]
+    assert (mnt / "chat/bot@g.us/index").read_text() == "from the bot"
+
+
+def mount_options(mnt: Path) -> list[str]:
+    for line in Path("/proc/mounts").read_text().splitlines():
+        fields = line.split()
+        if fields[1] == str(mnt):
+            return fields[3].split(",")
+    raise AssertionError(f"{mnt} is not in /proc/mounts")
+
+
+def test_default_mount_is_private(place: Path) -> None:
+    mnt = place / "mnt"
+    as_nobody = ["runuser", "-u", "nobody", "--", "ls", str(mnt)]
+    control = subprocess.run(as_nobody, capture_output=True, text=True, timeout=30)
+    assert control.returncode == 0, control.stderr  # the bare directory is readable by nobody
+    mount(place)
+    options = mount_options(mnt)
+    assert "nosuid" in options and "nodev" in options
+    assert "allow_other" not in options
+    assert oct(os.stat(mnt / KEY).st_mode & 0o777) == "0o600"
+    assert oct(os.stat(mnt / "chat").st_mode & 0o777) == "0o700"
+    refused = subprocess.run(as_nobody, capture_output=True, text=True, timeout=30)
+    assert refused.returncode != 0
+    assert "Permission denied" in refused.stderr
+
+
+def test_umask_option_widens_the_modes(place: Path) -> None:
+    mnt = place / "mnt"
+    mount(place, "--umask", "022")
+    assert oct(os.stat(mnt / KEY).st_mode & 0o777) == "0o644"
+    assert oct(os.stat(mnt / "chat").st_mode & 0o777) == "0o755"
+    assert "allow_other" not in mount_options(mnt)
