@@ -291,3 +291,26 @@ def test_a_slot_migration_is_followed_by_a_rescan(
         bot.set(moving[0], "after the move")  # events come from the slot's new owner
         wait_for("cluster feed: an overwrite in the migrated slot (event)",
                  lambda: cat(mnt / moving[0]) == "after the move", FEED_BOUND)
+
+
+def test_after_a_killed_primary_is_replaced_the_new_primary_is_followed(
+    redis_cluster: RedisClusterHarness, engine: RedisEngine, bot: RedisEngine, prefix: str, tmp_path: Path,
+) -> None:
+    key = f"{CHAT}/message/K1/raw"
+    old = redis_cluster.primary_for(f"{prefix}:{key}")
+    replica = redis_cluster.replica_of(old)
+    try:
+        with mounted(engine, tmp_path / "mnt", ttl=FEED_TTL) as mnt:
+            assert ls(mnt / CHAT / "message") == sorted(f"M{n}" for n in range(12))
+            redis_cluster.kill(old)
+            redis_cluster.wait_promoted(replica)
+            bot.set(key, "after the kill")
+            wait_for("cluster feed: a key written to the primary that replaced a killed one (rescan)",
+                     lambda: cat(mnt / key) == "after the kill", TOPOLOGY_BOUND)
+            wait_for("cluster feed: the promoted replica subscribed", lambda: subscribers(replica) == 1,
+                     TOPOLOGY_BOUND)
+            bot.set(key, None)
+            wait_for("cluster feed: a delete on the promoted replica (event)",
+                     lambda: "K1" not in ls(mnt / CHAT / "message"), FEED_BOUND)
+    finally:
+        redis_cluster.restart(old)
