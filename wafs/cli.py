@@ -296,7 +296,7 @@ def demo_command(chats: int, messages: int, seed: int, force: bool, engine_url: 
 
 
 @main.command(name="mount")
-@click.argument("mountpoint", type=click.Path(file_okay=False))
+@click.argument("mountpoint", type=click.Path())
 @engine_option
 @click.option("--read-only", is_flag=True, help="Refuse every change with EROFS.")
 @click.option("-f", "--foreground", is_flag=True, help="Stay in the foreground; Ctrl-C or SIGTERM unmounts.")
@@ -344,7 +344,7 @@ def mount_command(mountpoint: str, engine_url: str, read_only: bool, foreground:
 
 
 @main.command(name="umount")
-@click.argument("mountpoint", type=click.Path(file_okay=False))
+@click.argument("mountpoint", type=click.Path())
 @click.option("--lazy", is_flag=True, help="Detach now even if busy or if the daemon died.")
 def umount_command(mountpoint: str, lazy: bool) -> None:
     """Unmount a wafs mount; pending writes are committed first.
@@ -359,7 +359,7 @@ def umount_command(mountpoint: str, lazy: bool) -> None:
 
 
 @main.command(name="refresh")
-@click.argument("mountpoint", type=click.Path(file_okay=False))
+@click.argument("mountpoint", type=click.Path())
 def refresh_command(mountpoint: str) -> None:
     """Make the daemon behind MOUNTPOINT read the whole store again now (as SIGHUP does).
 
