@@ -786,3 +786,83 @@ def test_mixed_concurrent_traffic_raises_nothing_unexpected(engine: FileEngine) 
     assert errors == []
     for key in engine.list("", 0, None):
         assert engine.get(key) == value_for(key)
+
+
+BATCH_WRITER = textwrap.dedent(
+    """
+    import hashlib, sys
+    from wafs import FileEngine
+
+    base, round_no = sys.argv[1], int(sys.argv[2])
+    engine = FileEngine(base)
+    generation = 0
+    while True:
+        batch = {}
+        for n in range(60):
+            fill = "AB"[generation % 2] * (500 * (n + 1) + 137 * generation % 5000)
+            body = f"key={n};round={round_no};gen={generation};{fill}"
+            batch[f"chat/{n}@s.whatsapp.net/message/M{n}/raw"] = body + "|" + hashlib.sha256(body.encode()).hexdigest()
+        engine.set_many(batch)
+        if generation == 0:
+            print("written", flush=True)
+        generation += 1
+    """
+)
+
+
+def test_kill_9_during_set_many_batches_leaves_every_key_old_or_new(base: Path, tmp_path: Path) -> None:
+    """set_many syncs a whole group once and then renames: a kill at any point tears no key."""
+    script = tmp_path / "batch_writer.py"
+    script.write_text(BATCH_WRITER)
+    engine = FileEngine(base)
+    keys = {f"chat/{n}@s.whatsapp.net/message/M{n}/raw" for n in range(60)}
+    rng = random.Random(9)
+    generations: set[int] = set()
+    for round_no in range(8):
+        child = subprocess.Popen(
+            [sys.executable, str(script), str(base), str(round_no)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        try:
+            assert child.stdout is not None
+            assert child.stdout.readline() == "written\n"  # one whole batch is in place
+            time.sleep(rng.uniform(0.0, 0.5))
+        finally:
+            child.kill()
+            child.wait()
+        assert child.returncode == -9
+        assert set(engine.iter_keys("chat/")) == keys
+        for key in keys:
+            written_round, generation = check_complete(key, engine.get(key))
+            assert written_round == round_no  # the first batch of this round wrote every key
+            generations.add(generation)
+        assert all(name.startswith(TEMP_PREFIX) for name in map(os.path.basename, temp_files(base)))
+    assert len(generations) > 1  # the kills landed in later batches, not only after the first
+    engine.set("chat", None)
+    assert disk(base) == {}
+
+
+def test_set_many_stops_at_a_conflict_in_its_own_batch_and_leaves_no_trace(
+    engine: FileEngine, base: Path
+) -> None:
+    """Keys after the conflicting one are neither written nor left as temp files or directories."""
+    with pytest.raises(KeyConflictError):
+        engine.set_many({"a/b": "1", "c": "2", "a": "3", "d/e/f": "4"})
+    assert everything(engine) == {"a/b", "c"}
+    assert engine.get("a/b") == "1" and engine.get("c") == "2"
+    assert not (base / "d").exists()
+    with pytest.raises(KeyConflictError):
+        engine.set_many({"x": "1", "y/z": "2", "x/y": "3", "w/v": "4"})
+    assert everything(engine) == {"a/b", "c", "x", "y/z"}
+    assert not (base / "w").exists() and temp_files(base) == []
+
+
+def test_set_many_of_many_keys_spans_several_sync_groups(engine: FileEngine, base: Path) -> None:
+    from wafs.engines import file
+
+    items = {f"chat/{n % 7}/message/M{n}/raw": f"value {n}" for n in range(file._SYNC_GROUP * 2 + 5)}
+    engine.set_many(items)
+    assert engine.get_many(list(items)) == items
+    assert temp_files(base) == []

@@ -11,12 +11,15 @@ and no race with another process swapping a directory for a link — reaches out
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import os
+import resource
 import secrets
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from stat import S_ISDIR, S_ISREG
 from typing import NoReturn
 
@@ -35,6 +38,9 @@ _READ_FLAGS = (
 )  # NONBLOCK: a planted FIFO never hangs a read
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _ATTEMPTS = 50  # a write retried this often lost every race against concurrent cascades
+#: set_many: descriptors a group of keys synced at once may hold (each pending key's temp file
+#: and each directory on the way), a quarter of the process limit.
+_SYNC_GROUP = max(16, min(2048, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 4))
 
 
 def _name_to_disk(segment: str) -> str:
@@ -85,6 +91,70 @@ def _scan(fd: int) -> Iterator[os.DirEntry[str]]:
 
 class _Vanished(Exception):
     """A directory on the way was removed by a concurrent cascade: start the write again."""
+
+
+def _load_syncfs() -> Callable[[int], int] | None:
+    """``syncfs(2)`` from the C library (Linux), or None where there is none."""
+    try:
+        function = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int]
+    function.restype = ctypes.c_int
+    return function
+
+
+_syncfs = _load_syncfs()
+
+
+def _directories_above(key: str) -> list[str]:
+    """``a``, ``a/b`` for key ``a/b/c``: the keys that would be directories on its path."""
+    parts = key.split(SEPARATOR)
+    return [SEPARATOR.join(parts[:depth]) for depth in range(1, len(parts))]
+
+
+@dataclass
+class _Temp:
+    """A temp file being written: its name in its directory and its open, locked descriptor."""
+
+    name: str
+    fd: int
+
+
+@dataclass
+class _Pending:
+    """One key of a ``set_many`` group: written to ``temp``, waiting for the sync and the rename."""
+
+    key: str
+    value: str
+    where: tuple[str, ...]  # the directory names from base
+    directory: int
+    name: str
+    temp: _Temp
+
+
+@dataclass
+class _Batch:
+    """The state of one ``set_many`` group; every descriptor in it is closed by ``_abandon``."""
+
+    pending: list[_Pending] = field(default_factory=list)
+    pending_keys: set[str] = field(default_factory=set)
+    directories_of_pending: set[str] = field(default_factory=set)
+    directories: dict[tuple[str, ...], int] = field(default_factory=dict)
+    opened: list[int] = field(default_factory=list)
+    sync_fds: dict[int, int] = field(default_factory=dict)  # st_dev -> a directory on it
+
+    def clear(self) -> None:
+        """Forget everything (the descriptors are closed by then)."""
+        for part in (
+            self.pending,
+            self.pending_keys,
+            self.directories_of_pending,
+            self.directories,
+            self.opened,
+            self.sync_fds,
+        ):
+            part.clear()
 
 
 class FileEngine(Engine):
@@ -150,39 +220,45 @@ class FileEngine(Engine):
             return None
         fds = [base]
         try:
-            for depth, name in enumerate(names):
-                parent = fds[-1]
-                if create:
-                    try:
-                        os.mkdir(name, 0o777, dir_fd=parent)
-                    except FileExistsError:
-                        pass
-                    except FileNotFoundError:  # parent removed by a concurrent cascade
-                        raise _Vanished() from None
-                    except OSError as exc:
-                        self._fail("write", key, exc)
-                try:
-                    fds.append(os.open(name, _DIR_FLAGS, dir_fd=parent))
-                except FileNotFoundError:
-                    if not create:
-                        _close_all(fds)
-                        return None
-                    raise _Vanished() from None
-                except OSError as exc:
-                    if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
-                        self._fail("open", key, exc)
-                    if not create:
-                        _close_all(fds)
-                        return None
-                    what = SEPARATOR.join(names[: depth + 1]).replace(AT_ON_DISK, "@")
-                    raise KeyConflictError(
-                        f"cannot set {key!r}: {what!r} is a key (a file) or a symbolic link in {self.base}, "
-                        "not a directory"
-                    ) from None
+            for depth in range(len(names)):
+                below = self._open_below(fds[-1], names[: depth + 1], key, create)
+                if below is None:
+                    _close_all(fds)
+                    return None
+                fds.append(below)
         except BaseException:
             _close_all(fds)
             raise
         return fds
+
+    def _open_below(self, parent: int, path: list[str], key: str, create: bool) -> int | None:
+        """Open directory ``path[-1]`` in ``parent`` (``path`` leads to it from base); as :meth:`_open_chain`."""
+        name = path[-1]
+        if create:
+            try:
+                os.mkdir(name, 0o777, dir_fd=parent)
+            except FileExistsError:
+                pass
+            except FileNotFoundError:  # parent removed by a concurrent cascade
+                raise _Vanished() from None
+            except OSError as exc:
+                self._fail("write", key, exc)
+        try:
+            return os.open(name, _DIR_FLAGS, dir_fd=parent)
+        except FileNotFoundError:
+            if not create:
+                return None
+            raise _Vanished() from None
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
+                self._fail("open", key, exc)
+            if not create:
+                return None
+            what = SEPARATOR.join(path).replace(AT_ON_DISK, "@")
+            raise KeyConflictError(
+                f"cannot set {key!r}: {what!r} is a key (a file) or a symbolic link in {self.base}, "
+                "not a directory"
+            ) from None
 
     def _prune(self, fds: list[int], names: list[str]) -> None:
         """Remove the directories on the way to ``names[-1]`` that are now empty, deepest first."""
@@ -252,36 +328,61 @@ class FileEngine(Engine):
 
     def _write_in(self, directory: int, name: str, key: str, data: bytes) -> bool:
         """Write ``data`` atomically as ``name`` in ``directory``; False: the directory vanished, retry."""
+        temp = self._create_temp(directory, key)
+        if temp is None:
+            return False
+        try:
+            self._fill(directory, temp, key, data)
+            if self.fsync:
+                try:
+                    os.fsync(temp.fd)
+                except OSError as exc:
+                    self._discard(directory, temp)
+                    self._fail("write", key, exc)
+            return self._install(directory, temp, name, key)
+        finally:
+            os.close(temp.fd)
+
+    def _create_temp(self, directory: int, key: str) -> _Temp | None:
+        """Create and lock a new temp file in ``directory``; None: the directory vanished."""
         while True:
-            temp = TEMP_PREFIX + secrets.token_hex(8)
+            name = TEMP_PREFIX + secrets.token_hex(8)
             try:
-                fd = os.open(temp, _TEMP_FLAGS, 0o666, dir_fd=directory)
+                fd = os.open(name, _TEMP_FLAGS, 0o666, dir_fd=directory)
                 break
             except FileExistsError:
                 continue
             except FileNotFoundError:
-                return False
+                return None
             except OSError as exc:
                 self._fail("write", key, exc)
+        # The lock tells a concurrent cascade this temp file belongs to a live write (leave
+        # it), not to a crashed one (sweep it); it is released when the file is closed.
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return _Temp(name, fd)
+
+    def _fill(self, directory: int, temp: _Temp, key: str, data: bytes) -> None:
+        """Write all of ``data`` to ``temp``; on failure the temp file is removed (still open)."""
         try:
-            try:
-                # The lock tells a concurrent cascade this temp file belongs to a live write
-                # (leave it), not to a crashed one (sweep it); it is released by the close.
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                if self.fsync:
-                    os.fsync(fd)
-                os.replace(temp, name, src_dir_fd=directory, dst_dir_fd=directory)
-            finally:
-                os.close(fd)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(temp.fd, view) :]
+        except BaseException as exc:
+            self._discard(directory, temp)
+            if isinstance(exc, OSError):
+                self._fail("write", key, exc)
+            raise
+
+    def _install(self, directory: int, temp: _Temp, name: str, key: str) -> bool:
+        """Rename ``temp`` over ``name``; False: retry the write (the temp file is gone then).
+
+        Keys below ``name`` make it a :class:`KeyConflictError`. The caller closes ``temp.fd``.
+        """
+        try:
+            os.replace(temp.name, name, src_dir_fd=directory, dst_dir_fd=directory)
             return True
         except BaseException as exc:
-            try:
-                os.unlink(temp, dir_fd=directory)
-            except OSError:
-                pass
+            self._discard(directory, temp)
             if isinstance(exc, FileNotFoundError):  # a cascade swept the temp file: the write comes after it
                 return False
             if isinstance(exc, IsADirectoryError):
@@ -292,6 +393,144 @@ class FileEngine(Engine):
             if isinstance(exc, OSError):
                 self._fail("write", key, exc)
             raise
+
+    @staticmethod
+    def _discard(directory: int, temp: _Temp) -> None:
+        """Remove the name of a temp file whose write is abandoned (its descriptor stays open)."""
+        try:
+            os.unlink(temp.name, dir_fd=directory)
+        except OSError:
+            pass
+
+    def set_many(self, items: Mapping[str, str]) -> None:
+        """Write many keys, each atomically, with one sync per group of keys instead of one per key.
+
+        The temp files of a group (bounded by :data:`_SYNC_GROUP` descriptors) are written without
+        fsync, their file system is synced once (``syncfs``), and only then is each renamed
+        into place, in order: a crash leaves every key old or new, never torn. Keys are
+        written in the order given; the first key that cannot be written (a conflict, a
+        full disk) stops the batch with its error, the keys before it are written.
+        """
+        batch = _Batch()
+        try:
+            for key, value in items.items():
+                above = _directories_above(key)
+                full = len(batch.pending) + len(batch.opened) >= _SYNC_GROUP
+                if full or key in batch.directories_of_pending or not batch.pending_keys.isdisjoint(above):
+                    # a key and a key below it are settled on disk in order, as single writes would be
+                    self._commit(batch)
+                self._prepare(batch, key, value)
+                batch.pending_keys.add(key)
+                batch.directories_of_pending.update(above)
+        except Exception:
+            self._commit(batch)
+            raise
+        else:
+            self._commit(batch)
+        finally:
+            self._abandon(batch)
+
+    def _prepare(self, batch: _Batch, key: str, value: str) -> None:
+        """Write ``value`` to a new temp file in the directory of ``key``, not yet synced or renamed."""
+        names = _disk_names(key)
+        data = value.encode("utf-8")
+        for attempt in range(_ATTEMPTS):
+            if attempt > 2:  # lost several races with cascades: let them finish
+                time.sleep(min(0.001 * attempt, 0.02))
+            try:
+                directory = self._batch_directory(batch, names[:-1], key)
+            except _Vanished:
+                batch.directories.clear()  # stale descriptors stay in batch.opened until closed
+                continue
+            temp = self._create_temp(directory, key)
+            if temp is None:  # removed since it was opened: open the path again
+                batch.directories.clear()
+                continue
+            try:
+                self._fill(directory, temp, key, data)
+            except BaseException:
+                os.close(temp.fd)
+                raise
+            batch.pending.append(_Pending(key, value, tuple(names[:-1]), directory, names[-1], temp))
+            return
+        raise BackendError(
+            f"cannot write {key!r} in {self.base}: its directory kept being removed concurrently"
+        )
+
+    def _batch_directory(self, batch: _Batch, names: list[str], key: str) -> int:
+        """The directory ``names`` leads to from base, made if missing; descriptors cached in ``batch``."""
+        cached = len(names)
+        while cached >= 0 and tuple(names[:cached]) not in batch.directories:
+            cached -= 1
+        if cached < 0:
+            base = self._open_base(True, key)
+            assert base is not None
+            self._keep_directory(batch, (), base)
+            cached = 0
+        directory = batch.directories[tuple(names[:cached])]
+        for depth in range(cached + 1, len(names) + 1):
+            below = self._open_below(directory, names[:depth], key, create=True)
+            assert below is not None
+            self._keep_directory(batch, tuple(names[:depth]), below)
+            directory = below
+        return directory
+
+    @staticmethod
+    def _keep_directory(batch: _Batch, where: tuple[str, ...], fd: int) -> None:
+        """Cache directory descriptor ``fd`` of path ``where`` in ``batch``, noting its file system."""
+        batch.opened.append(fd)
+        batch.directories[where] = fd
+        batch.sync_fds.setdefault(os.fstat(fd).st_dev, fd)
+
+    def _commit(self, batch: _Batch) -> None:
+        """Sync the pending temp files once, then rename each into place, in order.
+
+        A key whose temp file or directory vanished meanwhile is written again on its own.
+        On an error the keys after the failing one are abandoned; the batch is empty after.
+        """
+        done = 0
+        try:
+            if self.fsync and batch.pending:
+                self._sync(batch)
+            for item in batch.pending:
+                try:
+                    installed = self._install(item.directory, item.temp, item.name, item.key)
+                finally:
+                    os.close(item.temp.fd)
+                    done += 1
+                if not installed:
+                    self.set(item.key, item.value)
+        finally:
+            del batch.pending[:done]
+            self._abandon(batch)
+
+    def _sync(self, batch: _Batch) -> None:
+        """Make the data of every pending temp file durable: one ``syncfs`` per file system."""
+        if _syncfs is None:
+            os.sync()
+            return
+        for fd in batch.sync_fds.values():
+            if _syncfs(fd) != 0:
+                error = ctypes.get_errno()
+                self._fail("sync", batch.pending[0].key, OSError(error, os.strerror(error)))
+
+    def _abandon(self, batch: _Batch) -> None:
+        """Remove the temp files still pending and the directories made for them that are empty
+        now, close every descriptor, and empty ``batch``."""
+        for item in batch.pending:
+            self._discard(item.directory, item.temp)
+            os.close(item.temp.fd)
+        for item in batch.pending:
+            for depth in range(len(item.where), 0, -1):
+                parent = batch.directories.get(item.where[: depth - 1])
+                if parent is None:
+                    break
+                try:
+                    os.rmdir(item.where[depth - 1], dir_fd=parent)
+                except OSError:
+                    break
+        _close_all(batch.opened)
+        batch.clear()
 
     def list(self, prefix: str = "", offset: int = 0, limit: int | None = 50) -> list[str]:
         dated = sorted((-mtime, key) for key, mtime in self._walk(prefix, with_mtime=True))
