@@ -33,6 +33,9 @@ log = logging.getLogger("wafs.mount")
 VALUE_NAME = "__value__"
 NAME_MAX = 255
 UNKNOWN = -1
+#: A bulk tree is rebuilt at most once per this many times the duration of its last rebuild, so
+#: a store whose SCAN takes longer than ``ttl`` is not rescanned back to back.
+RESCAN_FACTOR = 10
 
 
 class Directory:
@@ -80,6 +83,7 @@ class Tree:
         self.hidden: set[str] = set()  # keys that cannot be shown, as the store holds them
         self._journal: list[_Change] | None = None
         self._local_dirs: set[str] = set()
+        self._rescan_seconds = 0.0  # how long the last whole-store rebuild took
         self.on_hidden: Callable[[str], None] = lambda key: log.warning(
             "key %r cannot be shown as a path; it is hidden (rm -r of its parent still removes it)", key
         )
@@ -94,8 +98,9 @@ class Tree:
                 directory.loaded = 0.0
 
     def _stale(self, directory: Directory) -> bool:
+        ttl = max(self.ttl, RESCAN_FACTOR * self._rescan_seconds) if self.bulk else self.ttl
         return directory.loaded == 0.0 or (
-            not math.isinf(self.ttl) and time.monotonic() - directory.loaded > self.ttl
+            not math.isinf(ttl) and time.monotonic() - directory.loaded > ttl
         )
 
     def refresh(self) -> None:
@@ -156,6 +161,7 @@ class Tree:
                     self._make_dirs(new_root, path, local=True)
                 new_root.loaded = started
                 self.root = new_root
+                self._rescan_seconds = time.monotonic() - started
                 self._note_hidden(hidden)
 
     def _build(self, keys: Iterable[str]) -> tuple[Directory, list[str]]:
