@@ -12,7 +12,7 @@ files are disjoint, so no step makes a key that collides with a directory.
 
 Outside changes become visible after the kernel's attribute timeout (1 s) plus the TTL; the
 outside rule waits that long. It also waits for a pending ``rm -r`` sweep first: the sweep of
-a removed directory runs up to 0.2 s later and would delete an outside write made below it in
+a removed directory runs 0.5 s after the last rmdir and would delete an outside write made below it in
 between (see docs/guarantees.md).
 """
 
@@ -44,7 +44,7 @@ FILES = ["f", "g", "d/f", "d/g", "e/f", "d/e/f", "d/e/g", "e/d/h", "d/e/d/f"]
 TEXT = st.text(alphabet="abc xyzñ€\n", max_size=24)
 TTL = 0.1
 KERNEL_CACHE = 1.0  # attr_timeout / entry_timeout of the mount
-SWEEP_SETTLE = 0.5  # longer than the sweeper's 0.2 s batching delay
+SWEEP_SETTLE = 0.8  # longer than the sweeper's 0.5 s batching delay
 _unique = itertools.count()
 
 

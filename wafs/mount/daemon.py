@@ -75,7 +75,7 @@ def check_mountpoint(mountpoint: str) -> None:
 
 
 def serve(engine: Engine, mountpoint: str, options: MountOptions,
-          on_ready: Callable[[], None] = lambda: None) -> None:
+          on_ready: Callable[[], None] = lambda: None, refresh_on_sighup: bool = False) -> None:
     """Read the engine's tree and serve the mount in this thread until it is unmounted."""
     import mfusepy
 
@@ -109,7 +109,8 @@ def serve(engine: Engine, mountpoint: str, options: MountOptions,
     if options.allow_other:
         fuse_options["allow_other"] = True
     log.info("serving %r at %s (%s)", engine, mountpoint, "change feed" if following else f"TTL {options.ttl} s")
-    _refresh_on_sighup(operations)
+    if refresh_on_sighup:
+        _refresh_on_sighup(operations)
     mfusepy.FUSE(operations, mountpoint, foreground=True, debug=options.debug, **fuse_options)
 
 
@@ -146,7 +147,7 @@ def mount(engine_url: str, mountpoint: str, options: MountOptions, *, foreground
         raise MountError("FUSE is not installed: apt-get install fuse3")
     if foreground:
         with open_engine(engine_url) as engine:
-            serve(engine, mountpoint, options)
+            serve(engine, mountpoint, options, refresh_on_sighup=True)
         return
     read_end, write_end = os.pipe()
     pid = os.fork()
@@ -156,7 +157,8 @@ def mount(engine_url: str, mountpoint: str, options: MountOptions, *, foreground
         try:
             with open_engine(engine_url) as engine:  # before chdir: a relative file:// path stays right
                 os.chdir("/")
-                serve(engine, mountpoint, options, on_ready=lambda: _say(write_end, READY))
+                serve(engine, mountpoint, options, on_ready=lambda: _say(write_end, READY),
+                      refresh_on_sighup=True)
         except BaseException as exc:  # tell the parent why, whatever it was
             log.exception("mount of %s failed", engine_url)
             _say(write_end, f"{exc}\n".encode())

@@ -31,7 +31,7 @@ from ..errors import (
     NoSpaceError,
     WafsError,
 )
-from ..keys import SEPARATOR, is_under
+from ..keys import SEPARATOR
 from .sweeper import Sweeper
 from .tree import UNKNOWN, VALUE_NAME, Directory, Tree, displayable
 
@@ -52,6 +52,7 @@ PREFETCH_KEYS = 256
 PID_XATTR = "user.wafs.pid"
 ENOATTR = errno.ENODATA
 PREFETCH_BYTES = 4 << 20
+UNKNOWN_SIZE_GUESS = 16 << 10
 
 
 def errno_for(exc: BaseException) -> int:
@@ -121,11 +122,6 @@ class ValueCache:
         with self._lock:
             self._pop(key)
 
-    def drop_tree(self, key: str) -> None:
-        with self._lock:
-            for cached in [k for k in self._items if is_under(k, key)]:
-                self._pop(cached)
-
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
@@ -164,7 +160,7 @@ class WafsOperations(mfusepy.Operations):
         cache_bytes: int = 64 << 20,
         file_mode: int = 0o600,
         dir_mode: int = 0o700,
-        sweep_delay: float = 0.2,
+        sweep_delay: float = 0.5,
     ) -> None:
         self.engine = engine
         self.read_only = read_only
@@ -240,6 +236,13 @@ class WafsOperations(mfusepy.Operations):
         return path.lstrip("/")
 
     @staticmethod
+    def _key_of(tree_path: str) -> str:
+        """The key of a path already found in the tree (no checks needed)."""
+        if tree_path.endswith(VALUE_NAME) and tree_path.endswith(SEPARATOR + VALUE_NAME):
+            return tree_path[: -len(VALUE_NAME) - 1]
+        return tree_path
+
+    @staticmethod
     def _key(path: str) -> str:
         """The key a path stands for; ``dir/__value__`` is the key ``dir``."""
         parts = path.strip("/").split(SEPARATOR)
@@ -287,18 +290,18 @@ class WafsOperations(mfusepy.Operations):
         tree_path = self._tree_path(path)
         if tree_path == "":
             return self._dir_attrs()
-        if tree_path.split(SEPARATOR).count(VALUE_NAME) > (tree_path.endswith(VALUE_NAME) and 1):
+        if VALUE_NAME in tree_path and VALUE_NAME in tree_path.split(SEPARATOR)[:-1]:
             raise _fail(errno.ENOENT)
         entry = self.tree.lookup(tree_path)
         if isinstance(entry, Directory):
             return self._dir_attrs()
-        key = self._key(path)
+        key = self._key_of(tree_path)
         open_size = self._open_size(key)
         if open_size is not None:
             return self._file_attrs(key, open_size)
         if entry is None:
             raise _fail(errno.ENOENT)
-        size = entry if entry >= 0 else self.tree.file_sizes(tree_path)
+        size = entry if entry >= 0 else self.tree.file_size(tree_path)
         return self._file_attrs(key, size)
 
     @translated
@@ -330,30 +333,29 @@ class WafsOperations(mfusepy.Operations):
         if cached is not None:
             return cached
         keys = [key]
-        if self.tree.bulk:
-            keys += self._siblings_to_prefetch(key, tree_path)
-        values = self.engine.get_many(keys)
-        for fetched, value in values.items():
-            if value is not None:
-                self.cache.put(fetched, value.encode("utf-8"))
-        value = values[key]
-        return None if value is None else value.encode("utf-8")
+        if self.tree.bulk:  # one round trip for the files a tree walk opens next
+            budget = [PREFETCH_BYTES]
 
-    def _siblings_to_prefetch(self, key: str, tree_path: str) -> list[str]:
-        parent_path = tree_path.rpartition(SEPARATOR)[0]
-        with self.tree.lock:
-            parent = self.tree.lookup_cached(parent_path) if parent_path else self.tree.root
-            if not isinstance(parent, Directory):
-                return []
-            siblings, budget = [], PREFETCH_BYTES
-            for name, entry in parent.entries.items():
-                if isinstance(entry, Directory) or len(siblings) >= PREFETCH_KEYS:
-                    continue
-                sibling = f"{parent_path}{SEPARATOR}{name}" if parent_path else name
-                if sibling != key and 0 <= entry <= budget and self.cache.get(sibling) is None:
-                    siblings.append(sibling)
-                    budget -= entry
-        return siblings
+            def want(other: str, size: int) -> bool:
+                cost = size if size >= 0 else UNKNOWN_SIZE_GUESS
+                if other == key or cost > budget[0] or self.cache.get(other) is not None:
+                    return False
+                budget[0] -= cost
+                return True
+
+            keys += self.tree.neighbours(tree_path, want, PREFETCH_KEYS)
+        values = self.engine.get_many(keys)
+        encoded = {k: None if v is None else v.encode("utf-8") for k, v in values.items()}
+        for fetched, data in encoded.items():
+            if data is not None:
+                self.cache.put(fetched, data)
+        self.tree.learn_sizes({k: None if data is None else len(data) for k, data in encoded.items()
+                               if k not in self._pending_keys()})
+        return encoded[key]
+
+    def _pending_keys(self) -> set[str]:
+        with self._handles_lock:
+            return {h.key for h in self._handles.values() if h.dirty}
 
     @translated
     def open(self, path: str, flags: int) -> int:
@@ -523,8 +525,7 @@ class WafsOperations(mfusepy.Operations):
         if hidden:
             self.engine.delete_many(hidden)
         self.sweeper.add(key)
-        self.tree.drop_tree(key)
-        self.cache.drop_tree(key)
+        self.tree.drop_tree(key)  # its files were unlinked one by one: none is in the value cache
         return 0
 
     @translated

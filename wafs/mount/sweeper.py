@@ -2,8 +2,9 @@
 
 ``rm -r`` removes a directory bottom-up: every ``rmdir`` leaves a cascade ``set(dir, None)``
 to sweep keys the mount could not show. On a bulk engine each cascade is a pass over the
-whole store (Redis SCAN), so they are collected for ``delay`` seconds and run together with
-:meth:`~wafs.Engine.delete_prefixes`, prefixes under another pending prefix dropped. A write
+whole store (Redis SCAN), so they are collected until no ``rmdir`` came for ``delay``
+seconds and run together with :meth:`~wafs.Engine.delete_prefixes`, prefixes under another
+pending prefix dropped. A write
 under a pending prefix runs the sweep first, so a sweep never removes what was written after.
 """
 
@@ -18,7 +19,6 @@ from ..keys import is_under
 
 log = logging.getLogger("wafs.mount")
 RETRY_SECONDS = 5.0
-MAX_WAIT_SECONDS = 2.0
 
 
 class Sweeper:
@@ -32,7 +32,7 @@ class Sweeper:
         self._run_lock = threading.Lock()  # one sweep at a time
         self._wake = threading.Condition(self._lock)
         self._closed = False
-        self._first_added = self._last_added = 0.0
+        self._last_added = 0.0
         self._thread: threading.Thread | None = None
 
     def add(self, prefix: str) -> None:
@@ -40,10 +40,7 @@ class Sweeper:
             self.engine.set(prefix, None)
             return
         with self._lock:
-            now = time.monotonic()
-            if not self._pending:
-                self._first_added = now
-            self._last_added = now
+            self._last_added = time.monotonic()
             self._pending.add(prefix)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="wafs-sweeper", daemon=True)
@@ -85,9 +82,9 @@ class Sweeper:
             with self._lock:
                 while not self._pending and not self._closed:
                     self._wake.wait()
-                # Let a running rm -r add its other directories, within MAX_WAIT_SECONDS.
+                # Let a running rm -r add all its directories: one pass for the whole rm -r.
                 while not self._closed:
-                    deadline = min(self._last_added + self.delay, self._first_added + MAX_WAIT_SECONDS)
+                    deadline = self._last_added + self.delay
                     if deadline <= time.monotonic():
                         break
                     self._wake.wait(deadline - time.monotonic())

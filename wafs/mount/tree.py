@@ -36,6 +36,8 @@ UNKNOWN = -1
 #: A bulk tree is rebuilt at most once per this many times the duration of its last rebuild, so
 #: a store whose SCAN takes longer than ``ttl`` is not rescanned back to back.
 RESCAN_FACTOR = 10
+#: Unknown sizes read in one call when one is needed (``ls -l``, ``find -size``).
+SIZE_BATCH = 1000
 
 
 class Directory:
@@ -79,6 +81,7 @@ class Tree:
         self.ttl = ttl
         self.lock = threading.RLock()
         self._load_lock = threading.Lock()
+        self._sizes_lock = threading.Lock()
         self.root = Directory()
         self.hidden: set[str] = set()  # keys that cannot be shown, as the store holds them
         self._journal: list[_Change] | None = None
@@ -259,32 +262,79 @@ class Tree:
         """The directory at ``path``, freshly listed, or None when there is none."""
         return self._ensure(path)
 
-    def file_sizes(self, path: str) -> int:
-        """The size of the file at ``path``; unknown sizes of its directory are read in one batch."""
-        parent_path, _, name = path.rpartition(SEPARATOR)
+    def neighbours(self, path: str, want: Callable[[str, int], bool], limit: int) -> list[str]:
+        """Up to ``limit`` keys of files near ``path``, in listing order, for one batched call.
+
+        The files of ``path``'s directory come first, then those of the directories after it
+        in its parent (a tree walk such as ``grep -r`` or ``cp -a`` opens them next): every
+        message is a directory of its own, so one directory alone is a poor batch.
+        ``want(key, size)`` picks the files.
+        """
+        parent_path = path.rpartition(SEPARATOR)[0]
+        found: list[str] = []
         with self.lock:
             parent = self._find_dir(parent_path)
             if parent is None:
+                return found
+            self._collect(parent_path, parent, want, found, limit)
+            if not parent_path:
+                return found
+            grand_path, _, own_name = parent_path.rpartition(SEPARATOR)
+            grand = self._find_dir(grand_path)
+            if grand is None:
+                return found
+            after = False
+            for name, entry in grand.entries.items():
+                if len(found) >= limit:
+                    break
+                if name == own_name:
+                    after = True
+                elif after and isinstance(entry, Directory):
+                    self._collect(self._join(grand_path, name), entry, want, found, limit)
+        return found
+
+    def _collect(self, path: str, directory: Directory, want: Callable[[str, int], bool],
+                 found: list[str], limit: int) -> None:
+        if directory.value is not None and path and want(path, directory.value):
+            found.append(path)
+        for name, entry in directory.entries.items():
+            if len(found) >= limit:
+                return
+            if not isinstance(entry, Directory):
+                key = self._join(path, name)
+                if want(key, entry):
+                    found.append(key)
+
+    def file_size(self, path: str) -> int:
+        """The size of the file at ``path``; unknown sizes nearby are read in the same batch."""
+        with self._sizes_lock:  # one batch at a time: threads asking for the same directory wait
+            found = self.lookup_cached(path)
+            if isinstance(found, int) and found >= 0:
+                return found
+            unknown = self.neighbours(path, lambda key, size: size == UNKNOWN, SIZE_BATCH)
+            if not unknown:
                 return 0
-            unknown = [self._join(parent_path, n) for n, e in parent.entries.items() if e == UNKNOWN]
-            if parent.value == UNKNOWN:
-                unknown.append(parent_path)
-        if unknown:
             sizes = self.engine.sizes(unknown)
             with self.lock:
                 for key, size in sizes.items():
                     self._set_size(key, size)
+                found = self.lookup_cached(path)
+        return found if isinstance(found, int) and found >= 0 else 0
+
+    def learn_sizes(self, sizes: dict[str, int | None]) -> None:
+        """Record sizes seen in values just read (a ``None`` drops the key)."""
         with self.lock:
-            found = self.lookup_cached(path)
-            return found if isinstance(found, int) and found >= 0 else 0
+            for key, size in sizes.items():
+                self._set_size(key, size)
 
     def lookup_cached(self, path: str) -> Directory | int | None:
         """Like :meth:`lookup` with no store access (the caller holds fresh data)."""
-        parent_path, _, name = path.rpartition(SEPARATOR)
-        parent = self._find_dir(parent_path)
-        if parent is None:
-            return None
-        return parent.value if name == VALUE_NAME else parent.entries.get(name)
+        with self.lock:
+            parent_path, _, name = path.rpartition(SEPARATOR)
+            parent = self._find_dir(parent_path)
+            if parent is None:
+                return None
+            return parent.value if name == VALUE_NAME else parent.entries.get(name)
 
     def hidden_under(self, directory: str) -> list[str]:
         with self.lock:
