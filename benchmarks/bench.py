@@ -34,7 +34,7 @@ from wafs.engine import Engine
 from wafs.engines.file import AT_ON_DISK, FileEngine
 from wafs.engines.postgres import PostgresEngine
 from wafs.engines.redis import RedisEngine
-from wafs.mount import MountOptions, mount, mounted_at, unmount
+from wafs.mount import MountOptions, daemon_pid, mount, mounted_at, unmount
 
 ROOT = Path(__file__).resolve().parent.parent
 WORD = "pedido"
@@ -42,7 +42,6 @@ PREFIX = "wa:default"
 BIG_PREFIX = "wa:big"
 EMPTY_PREFIX = "wa:empty"
 WIDE = "bench/wide"
-PID_XATTR = "user.wafs.pid"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,9 +144,6 @@ def vm_kib(pid: int, field: str) -> int:
                 return int(line.split()[1])
     raise RuntimeError(f"no {field} for pid {pid}")
 
-
-def daemon_pid(mountpoint: Path) -> int:
-    return int(os.getxattr(mountpoint, PID_XATTR))
 
 
 def release(mountpoint: Path) -> None:

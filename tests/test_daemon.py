@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from wafs import FileEngine
-from wafs.mount import mounted_at
+from wafs.mount import daemon_pid, mounted_at
 
 WAFS = str(Path(sys.executable).with_name("wafs"))
 WAIT_SECONDS = 15.0
@@ -43,9 +43,6 @@ def cleanup(mountpoint: Path) -> None:
         time.sleep(0.05)
     assert not mounted_at(mountpoint), f"{mountpoint} is still mounted"
 
-
-def daemon_pid(mountpoint: Path) -> int:
-    return int(os.getxattr(mountpoint, "user.wafs.pid"))
 
 
 def wait_gone(pid: int) -> None:

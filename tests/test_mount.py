@@ -254,7 +254,7 @@ def test_redis_down_gives_eio_never_enoent_and_recovers(redis_server, tmp_path: 
         with mounted(engine, tmp_path / "mnt") as mnt:
             assert sh(f"ls {mnt}/chat").stdout.split() == ["120363@g.us", "5491112345678@s.whatsapp.net"]
             redis_server.stop()
-            time.sleep(1.2)  # past the TTL: the next ls must ask the store
+            time.sleep(1.5)  # past the TTL: the background rebuild has failed
             started = time.monotonic()
             for command in [f"ls {mnt}/chat", f"cat {mnt}/lid/99@lid", f"ls -R {mnt}"]:
                 result = sh(command, check=False)

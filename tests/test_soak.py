@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from wafs.mount import mounted_at
+from wafs.mount import daemon_pid, mounted_at
 
 pytestmark = pytest.mark.slow
 
@@ -107,7 +107,7 @@ def test_four_writers_through_one_daemon(redis_server, tmp_path: Path) -> None:
                     "--log-file", str(tmp_path / "daemon.log")], check=True, capture_output=True, timeout=60)
     engine = redis_server.engine(prefix=prefix)
     try:
-        pid = int(os.getxattr(mnt, "user.wafs.pid"))
+        pid = daemon_pid(mnt)
         context = multiprocessing.get_context("fork")
         workers = [context.Process(target=worker, args=(n, mnt, reference, SECONDS)) for n in range(WORKERS)]
         started = time.monotonic()

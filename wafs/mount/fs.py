@@ -48,9 +48,6 @@ ERRNO: tuple[tuple[type[Exception], int], ...] = (
 
 #: Files of one directory read together on the first open in it (bulk engines only).
 PREFETCH_KEYS = 256
-#: The root's extended attribute that names the daemon's pid (for ``wafs refresh``).
-PID_XATTR = "user.wafs.pid"
-ENOATTR = errno.ENODATA
 PREFETCH_BYTES = 4 << 20
 UNKNOWN_SIZE_GUESS = 16 << 10
 
@@ -204,6 +201,7 @@ class WafsOperations(mfusepy.Operations):
         self.on_ready()
 
     def destroy(self, path: str) -> None:
+        self.tree.stop()
         if self._watch is not None:
             self._watch.close()
         for handle in list(self._handles.values()):
@@ -218,16 +216,6 @@ class WafsOperations(mfusepy.Operations):
         self.cache.clear()
         self.tree.invalidate()
         self.tree.refresh()
-
-    @translated
-    def getxattr(self, path: str, name: str, position: int = 0) -> bytes:
-        if path == "/" and name == PID_XATTR:
-            return str(os.getpid()).encode()
-        raise _fail(ENOATTR)
-
-    @translated
-    def listxattr(self, path: str) -> list[str]:
-        return [PID_XATTR] if path == "/" else []
 
     # --- paths --------------------------------------------------------------------------------
 

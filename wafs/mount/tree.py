@@ -4,9 +4,12 @@ Keys become paths; directories are implied by keys. Two ways to learn the tree, 
 the engine's :attr:`~wafs.Engine.listing`:
 
 * ``"bulk"`` (Redis, PostgreSQL, memory, user engines): one :meth:`~wafs.Engine.iter_keys`
-  pass over the whole store builds the tree; it is rebuilt when older than ``ttl`` (or
-  patched by a change feed, which sets ``ttl`` to infinity and calls :meth:`Tree.invalidate`
-  when it loses events).
+  pass over the whole store builds the tree. Once it is older than ``ttl`` (or ten times
+  the last rebuild, on a store that takes long to read) a background thread rebuilds it
+  while accesses are served from the current one; past twice that age, or after a failed
+  rebuild, accesses wait for the store (and fail with it). A change feed patches the
+  tree instead, sets ``ttl`` to infinity and calls :meth:`Tree.invalidate` when it loses
+  events.
 * ``"directory"`` (FileEngine): each directory is listed with :meth:`~wafs.Engine.children`
   when first needed and again once older than ``ttl``.
 
@@ -38,6 +41,8 @@ UNKNOWN = -1
 RESCAN_FACTOR = 10
 #: Unknown sizes read in one call when one is needed (``ls -l``, ``find -size``).
 SIZE_BATCH = 1000
+#: How often the background thread checks whether a bulk tree is due for a rebuild.
+POLL_SECONDS = 0.1
 
 
 class Directory:
@@ -55,11 +60,22 @@ class Directory:
         return not self.entries and self.value is None
 
 
+_NOT_NAMES = frozenset(["", ".", "..", VALUE_NAME])
+
+
 def displayable(key: str) -> bool:
     """True when a key can be shown as a path: valid, no reserved name, no overlong segment."""
-    if not is_valid_key(key):
+    return _displayable_parts(key, key.split(SEPARATOR))
+
+
+def _displayable_parts(key: str, parts: list[str]) -> bool:
+    # The key rules of wafs.keys plus the mount's own, in one pass (this runs once per key
+    # of the store on every rebuild of the tree).
+    if "\0" in key or not _NOT_NAMES.isdisjoint(parts):
         return False
-    return all(s != VALUE_NAME and len(s.encode("utf-8")) <= NAME_MAX for s in key.split(SEPARATOR))
+    if key.isascii():
+        return all(len(part) <= NAME_MAX for part in parts)
+    return is_valid_key(key) and all(len(part.encode("utf-8")) <= NAME_MAX for part in parts)
 
 
 @dataclass(frozen=True)
@@ -87,6 +103,8 @@ class Tree:
         self._journal: list[_Change] | None = None
         self._local_dirs: set[str] = set()
         self._rescan_seconds = 0.0  # how long the last whole-store rebuild took
+        self._scan_failed = False  # the last rebuild failed: do not serve the old tree
+        self._stopped = threading.Event()
         self.on_hidden: Callable[[str], None] = lambda key: log.warning(
             "key %r cannot be shown as a path; it is hidden (rm -r of its parent still removes it)", key
         )
@@ -100,10 +118,10 @@ class Tree:
             for directory in self._walk_dirs(self.root):
                 directory.loaded = 0.0
 
-    def _stale(self, directory: Directory) -> bool:
+    def _stale(self, directory: Directory, factor: float = 1.0) -> bool:
         ttl = max(self.ttl, RESCAN_FACTOR * self._rescan_seconds) if self.bulk else self.ttl
         return directory.loaded == 0.0 or (
-            not math.isinf(ttl) and time.monotonic() - directory.loaded > ttl
+            not math.isinf(ttl) and time.monotonic() - directory.loaded > factor * ttl
         )
 
     def refresh(self) -> None:
@@ -116,8 +134,8 @@ class Tree:
     def _ensure(self, path: str) -> Directory | None:
         """The directory at ``path`` with a fresh listing, or None if there is none."""
         if self.bulk:
-            if self._stale(self.root):
-                self._rescan()
+            if self._scan_failed or self._stale(self.root, factor=2.0):
+                self._rescan()  # no tree, or one too old to serve: wait for the store (or EIO)
             with self.lock:
                 return self._find_dir(path)
         parts = path.split(SEPARATOR) if path else []
@@ -148,15 +166,37 @@ class Tree:
             journal, self._journal = self._journal or [], None
         return [change for change in journal if change.within(directory)]
 
+    def start_polling(self) -> None:
+        """Rebuild a bulk tree in the background whenever it is due (stops with :meth:`stop`)."""
+
+        def poll() -> None:
+            while not self._stopped.wait(POLL_SECONDS):
+                if not self._stale(self.root):
+                    continue
+                try:
+                    self._rescan()
+                except Exception as exc:  # the next access rescans in the foreground: EIO
+                    log.warning("reading the store's tree failed: %s", exc)
+
+        if self.bulk:
+            threading.Thread(target=poll, name="wafs-rescan", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
     def _rescan(self) -> None:
         with self._load_lock:
-            if not self._stale(self.root):
+            if not self._scan_failed and not self._stale(self.root):
                 return  # another thread rebuilt it while this one waited
             started = self._begin_listing()
             try:
                 new_root, hidden = self._build(self.engine.iter_keys(""))
+            except BaseException:
+                self._scan_failed = True
+                raise
             finally:
                 replay = self._end_listing("")
+            self._scan_failed = False
             with self.lock:
                 for change in replay:
                     self._apply(new_root, change)
@@ -172,10 +212,11 @@ class Tree:
         names: dict[str, str] = {}  # one string object per distinct name, to save memory
         hidden = []
         for key in keys:
-            if not displayable(key):
+            parts = key.split(SEPARATOR)
+            if not _displayable_parts(key, parts):
                 hidden.append(key)
                 continue
-            *parents, leaf = key.split(SEPARATOR)
+            *parents, leaf = parts
             node = root
             for name in parents:
                 child = node.entries.get(name)
