@@ -27,8 +27,6 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from bench_servers import Postgres, Redis
-
 from wafs.demo import write_demo
 from wafs.engine import Engine
 from wafs.engines.file import AT_ON_DISK, FileEngine
@@ -37,6 +35,9 @@ from wafs.engines.redis import RedisEngine
 from wafs.mount import MountOptions, daemon_pid, mount, mounted_at, unmount
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the private servers of the tests: tests/servers.py
+from tests.servers import RedisServer, running_postgres, running_redis  # noqa: E402
+
 WORD = "pedido"
 PREFIX = "wa:default"
 BIG_PREFIX = "wa:big"
@@ -203,13 +204,31 @@ def fill(engine: Engine, size: Size) -> int:
     return keys + size.wide
 
 
+class MeasuredRedis:
+    """The benchmark's redis-server through one patient client (big stores) that reads its counters."""
+
+    def __init__(self, server: RedisServer) -> None:
+        self.url = server.url
+        self.client = server.client(timeout=600)
+
+    def calls(self) -> dict[str, int]:
+        """Calls per command since the server started (``INFO commandstats``), INFO excluded."""
+        stats = self.client.info("commandstats")
+        return {name.removeprefix("cmdstat_"): int(s["calls"]) for name, s in stats.items()
+                if name != "cmdstat_info"}
+
+    def reads(self) -> int:
+        """Read events the server has processed: one per request or pipeline (≈ round trips)."""
+        return int(self.client.info("stats")["total_reads_processed"])
+
+
 def delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     changed = {name: after[name] - before.get(name, 0) for name in after}
     return {name: count for name, count in sorted(changed.items()) if count}
 
 
 def measure_target(target: str, root: Path, chat: str, result: Result, work: Path, timeout: float,
-                   redis: Redis | None) -> None:
+                   redis: MeasuredRedis | None) -> None:
     """Run every operation on ``root`` (a mount or the native directory), in order."""
     for op, _label, template in OPERATIONS:
         dest = work / "dest"
@@ -237,12 +256,11 @@ def run_size(name: str, targets: list[str], timeout: float) -> Result:
     with ExitStack() as stack:
         work = Path(tempfile.mkdtemp(prefix="wafs-bench-"))
         stack.callback(shutil.rmtree, work, ignore_errors=True)
-        redis = Redis() if "redis" in targets else None
-        if redis:
-            stack.callback(redis.stop)
-        postgres = Postgres() if "postgres" in targets else None
-        if postgres:
-            stack.callback(postgres.stop)
+        redis = None
+        if "redis" in targets:
+            redis = MeasuredRedis(stack.enter_context(running_redis(debug_command=True)))
+            stack.callback(redis.client.close)
+        postgres = stack.enter_context(running_postgres()) if "postgres" in targets else None
 
         log(f"size {name}: {size.chats} chats x {size.messages} messages, writing the stores")
         store = work / "store"
@@ -295,13 +313,14 @@ def run_size(name: str, targets: list[str], timeout: float) -> Result:
     return result
 
 
-def measure_empty_daemon(redis: Redis, result: Result, work: Path) -> None:
+def measure_empty_daemon(redis: MeasuredRedis, result: Result, work: Path) -> None:
     """What a daemon costs before it holds any key: the baseline for memory per key."""
     with wafs_mount(f"{redis.url}?prefix={EMPTY_PREFIX}", work / "mnt-empty", work / "empty.log"):
         result.empty_daemon_kib = vm_kib(daemon_pid(work / "mnt-empty"), "VmHWM")
 
 
-def measure_big_redis(redis: Redis, size: Size, chat: str, result: Result, work: Path, timeout: float) -> None:
+def measure_big_redis(redis: MeasuredRedis, size: Size, chat: str, result: Result, work: Path,
+                      timeout: float) -> None:
     """``rm -r`` of one chat while Redis holds ``size.big_redis`` keys (session + filler)."""
     log("big Redis: session + filler")
     redis.client.flushall()

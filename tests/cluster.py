@@ -254,11 +254,10 @@ def redis_cluster() -> Iterator[RedisClusterHarness]:
     binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
     if binary is None or cli is None:
         pytest.fail("redis-server and redis-cli are needed for the cluster tests: apt-get install redis-server")
-    directory = tempfile.mkdtemp(prefix="wafs-cluster-")
-    harness = RedisClusterHarness(binary, cli, directory)
-    try:
-        harness.create()
-        yield harness
-    finally:
-        harness.stop()
-        shutil.rmtree(directory, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix="wafs-cluster-", ignore_cleanup_errors=True) as directory:
+        harness = RedisClusterHarness(binary, cli, directory)
+        try:
+            harness.create()
+            yield harness
+        finally:
+            harness.stop()

@@ -2,7 +2,8 @@
 
 Both fixtures are session-scoped, start their server on a free 127.0.0.1 port in a temporary
 directory, and stop it and remove the directory when the session ends. A missing binary
-fails the run with what to install; nothing is skipped.
+fails the run with what to install; nothing is skipped. The benchmark starts its servers with
+the same context managers, :func:`running_redis` and :func:`running_postgres`.
 
 ``redis_server``: ``.host``, ``.port``, ``.url`` (``redis://127.0.0.1:N/0``), ``.pid``,
 ``.client(decode_responses=False)`` (a raw redis-py client), ``.engine(prefix=..., timeout=...)``
@@ -24,6 +25,7 @@ import tempfile
 import time
 import urllib.parse
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -50,11 +52,15 @@ def _wait_until(ready: Any, what: str, process: subprocess.Popen | None = None) 
 
 
 class RedisServer:
-    """A redis-server without persistence on ``127.0.0.1:port``, data in ``directory``."""
+    """A redis-server without persistence on ``127.0.0.1:port``, data in ``directory``.
 
-    def __init__(self, binary: str, directory: str) -> None:
+    ``debug_command`` enables ``DEBUG`` (the benchmark fills the store with ``DEBUG POPULATE``).
+    """
+
+    def __init__(self, binary: str, directory: str, debug_command: bool = False) -> None:
         self.binary = binary
         self.directory = directory
+        self.debug_command = debug_command
         self.host = HOST
         self.port = _free_port()
         self.url = f"redis://{HOST}:{self.port}/0"
@@ -72,6 +78,8 @@ class RedisServer:
             self.binary, "--port", str(self.port), "--bind", HOST, "--save", "", "--appendonly", "no",
             "--dir", self.directory, "--daemonize", "no",
         ]
+        if self.debug_command:
+            command += ["--enable-debug-command", "yes"]
         log = open(os.path.join(self.directory, "redis.log"), "ab")
         with log:
             self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -92,11 +100,13 @@ class RedisServer:
         self._process.wait(timeout=10)
         self._process = None
 
-    def client(self, decode_responses: bool = False) -> Any:
+    def client(self, decode_responses: bool = False, timeout: float = 5.0) -> Any:
         """A raw redis-py client of this server (the caller closes it)."""
         import redis
 
-        return redis.Redis(host=HOST, port=self.port, decode_responses=decode_responses, socket_timeout=5)
+        return redis.Redis(
+            host=HOST, port=self.port, decode_responses=decode_responses, socket_timeout=timeout
+        )
 
     def engine(self, prefix: str = "wa:default", timeout: float = 5.0, db: int = 0) -> Any:
         """A RedisEngine on its own client (``from_url``, so ``close()`` releases it)."""
@@ -215,38 +225,50 @@ def _postgres_bindir() -> str | None:
     return os.path.dirname(found[-1]) if found else None
 
 
+@contextmanager
+def running_redis(debug_command: bool = False) -> Iterator[RedisServer]:
+    """A private redis-server in a temporary directory, stopped and removed on exit."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed: apt-get install redis-server")
+    with tempfile.TemporaryDirectory(prefix="wafs-redis-", ignore_cleanup_errors=True) as directory:
+        server = RedisServer(binary, directory, debug_command)
+        try:
+            server.start()
+            yield server
+        finally:
+            server.stop()
+
+
+@contextmanager
+def running_postgres() -> Iterator[PostgresServer]:
+    """A private PostgreSQL cluster in a temporary directory, stopped and removed on exit."""
+    bindir = _postgres_bindir()
+    if bindir is None:
+        raise RuntimeError("PostgreSQL is not installed: apt-get install postgresql")
+    if os.geteuid() == 0 and shutil.which("runuser") is None:
+        raise RuntimeError(
+            "running as root needs runuser (util-linux) to start PostgreSQL as the postgres user"
+        )
+    with tempfile.TemporaryDirectory(prefix="wafs-postgres-", ignore_cleanup_errors=True) as directory:
+        server = PostgresServer(bindir, directory)
+        try:
+            server.init()
+            server.start()
+            yield server
+        finally:
+            server.stop()
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     """A private redis-server for the whole test session."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed: apt-get install redis-server")
-    directory = tempfile.mkdtemp(prefix="wafs-redis-")
-    server = RedisServer(binary, directory)
-    try:
-        server.start()
+    with running_redis() as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     """A private PostgreSQL cluster for the whole test session."""
-    bindir = _postgres_bindir()
-    if bindir is None:
-        pytest.fail("PostgreSQL is not installed: apt-get install postgresql")
-    if os.geteuid() == 0 and shutil.which("runuser") is None:
-        pytest.fail("running as root needs runuser (util-linux) to start PostgreSQL as the postgres user")
-    directory = tempfile.mkdtemp(prefix="wafs-postgres-")
-    server = PostgresServer(bindir, directory)
-    try:
-        server.init()
-        server.start()
+    with running_postgres() as server:
         yield server
-    finally:
-        try:
-            server.stop()
-        finally:
-            shutil.rmtree(directory, ignore_errors=True)

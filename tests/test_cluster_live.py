@@ -12,7 +12,7 @@ import itertools
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,8 @@ from redis.crc import key_slot
 from wafs.engines.redis import TOPOLOGY_POLL, RedisClusterWatch, RedisEngine
 
 from .cluster import ClusterNodeProcess, RedisClusterHarness, redis_cluster  # noqa: F401  (fixture)
-from .mounting import mounted, sh
+from .helpers import CHAT, cat, find, ls, wait_for
+from .mounting import mounted
 
 #: The kernel's attribute and entry timeouts the mount asks for, plus event delivery and the shell.
 FEED_BOUND = 1.5
@@ -29,7 +30,6 @@ FEED_BOUND = 1.5
 FEED_TTL = 60.0
 #: After a topology change: one poll of the primaries, the new subscription, a rescan, the kernel.
 TOPOLOGY_BOUND = TOPOLOGY_POLL + FEED_BOUND + 1.0
-CHAT = "chat/5491112345678@s.whatsapp.net"
 SESSION = {
     "session/creds": '{"me": {"id": "5491100000000@s.whatsapp.net"}}',
     f"{CHAT}/index": '{"name": "Ana"}',
@@ -37,19 +37,6 @@ SESSION = {
     "chat/120363@g.us/index": '{"subject": "grupo"}',
 }
 _unique = itertools.count()
-
-
-def wait_for(what: str, check: Callable[[], bool], bound: float) -> float:
-    """Poll ``check`` until it holds; fail past ``bound`` seconds; print and return the time taken."""
-    started = time.monotonic()
-    while True:
-        if check():
-            elapsed = time.monotonic() - started
-            print(f"visible after {elapsed * 1000:.0f} ms (bound {bound:.1f} s): {what}")
-            return elapsed
-        if time.monotonic() - started > bound:
-            pytest.fail(f"{what}: not seen within {bound:.1f} s")
-        time.sleep(0.02)
 
 
 def set_flags(redis_cluster: RedisClusterHarness, flags: str) -> None:
@@ -70,6 +57,14 @@ def subscribers(node: ClusterNodeProcess) -> int:
 
 def primaries(redis_cluster: RedisClusterHarness) -> list[ClusterNodeProcess]:
     return [node for node in redis_cluster.live_nodes() if node.role == "master"]
+
+
+def primary_and_replica(
+    redis_cluster: RedisClusterHarness, full_key: str
+) -> tuple[ClusterNodeProcess, ClusterNodeProcess]:
+    """The primary that holds ``full_key`` and one of its replicas."""
+    primary = redis_cluster.primary_for(full_key)
+    return primary, redis_cluster.replica_of(primary)
 
 
 def feed_threads() -> list[threading.Thread]:
@@ -111,20 +106,6 @@ def engine(redis_cluster: RedisClusterHarness, prefix: str, notifications: None)
         yield created
     finally:
         created.close()
-
-
-def ls(path: Path) -> list[str]:
-    result = sh(f"ls {path}", check=False)
-    return result.stdout.split() if result.returncode == 0 else []
-
-
-def cat(path: Path) -> str | None:
-    result = sh(f"cat {path}", check=False)
-    return result.stdout if result.returncode == 0 else None
-
-
-def find(mnt: Path) -> list[str]:
-    return sorted(sh(f"cd {mnt} && find . -type f").stdout.split())
 
 
 def test_every_primary_is_subscribed_and_changes_show_within_the_bound(
@@ -185,8 +166,7 @@ def test_after_a_failover_the_new_primary_is_followed(
     redis_cluster: RedisClusterHarness, engine: RedisEngine, bot: RedisEngine, prefix: str, tmp_path: Path,
 ) -> None:
     key = f"{CHAT}/message/F1/raw"
-    old = redis_cluster.primary_for(f"{prefix}:{key}")
-    replica = redis_cluster.replica_of(old)
+    old, replica = primary_and_replica(redis_cluster, f"{prefix}:{key}")
     with mounted(engine, tmp_path / "mnt", ttl=FEED_TTL) as mnt:
         assert ls(mnt / CHAT / "message") == sorted(f"M{n}" for n in range(12))
         assert subscribers(replica) == 0
@@ -297,8 +277,7 @@ def test_after_a_killed_primary_is_replaced_the_new_primary_is_followed(
     redis_cluster: RedisClusterHarness, engine: RedisEngine, bot: RedisEngine, prefix: str, tmp_path: Path,
 ) -> None:
     key = f"{CHAT}/message/K1/raw"
-    old = redis_cluster.primary_for(f"{prefix}:{key}")
-    replica = redis_cluster.replica_of(old)
+    old, replica = primary_and_replica(redis_cluster, f"{prefix}:{key}")
     try:
         with mounted(engine, tmp_path / "mnt", ttl=FEED_TTL) as mnt:
             assert ls(mnt / CHAT / "message") == sorted(f"M{n}" for n in range(12))

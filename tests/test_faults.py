@@ -19,7 +19,6 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,7 +30,7 @@ import pytest
 from wafs import Engine
 
 from .mounting import mounted, sh
-from .servers import RedisServer
+from .servers import RedisServer, running_redis
 
 ENGINE_TIMEOUT = 1.0
 COMMAND_BOUND = 10.0
@@ -55,16 +54,8 @@ ALLOWED_ERROR = "Input/output error"
 @pytest.fixture(scope="module")
 def private_redis() -> Iterator[RedisServer]:
     """A redis-server of this module only: it is frozen, paused and killed here."""
-    binary = shutil.which("redis-server")
-    assert binary is not None, "redis-server is not installed: apt-get install redis-server"
-    directory = tempfile.mkdtemp(prefix="wafs-faults-redis-")
-    server = RedisServer(binary, directory)
-    try:
-        server.start()
+    with running_redis() as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture

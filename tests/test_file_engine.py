@@ -609,6 +609,24 @@ def check_complete(key: str, value: str | None) -> tuple[int, int]:
     return int(fields["round"]), int(fields["gen"])
 
 
+def kill_9_after_first_write(script: Path, base: Path, round_no: int, pause: float) -> None:
+    """Run the writer ``script`` on ``base``; once it prints ``written``, wait ``pause`` s and SIGKILL it."""
+    child = subprocess.Popen(
+        [sys.executable, str(script), str(base), str(round_no)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline() == "written\n"
+        time.sleep(pause)
+    finally:
+        child.kill()
+        child.wait()
+    assert child.returncode == -9
+
+
 def test_kill_9_at_random_moments_leaves_every_key_old_or_new(base: Path, tmp_path: Path) -> None:
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
@@ -617,20 +635,7 @@ def test_kill_9_at_random_moments_leaves_every_key_old_or_new(base: Path, tmp_pa
     rng = random.Random(8)
     seen_temp = 0
     for round_no in range(6):
-        child = subprocess.Popen(
-            [sys.executable, str(script), str(base), str(round_no)],
-            stdout=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
-        try:
-            assert child.stdout is not None
-            assert child.stdout.readline() == "written\n"  # every key has been written once
-            time.sleep(rng.uniform(0.0, 0.4))
-        finally:
-            child.kill()
-            child.wait()
-        assert child.returncode == -9
+        kill_9_after_first_write(script, base, round_no, rng.uniform(0.0, 0.4))  # every key written once
         assert everything(engine) == keys
         assert set(engine.iter_keys("chat/")) == keys
         for key in keys:
@@ -819,20 +824,7 @@ def test_kill_9_during_set_many_batches_leaves_every_key_old_or_new(base: Path, 
     rng = random.Random(9)
     generations: set[int] = set()
     for round_no in range(8):
-        child = subprocess.Popen(
-            [sys.executable, str(script), str(base), str(round_no)],
-            stdout=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
-        try:
-            assert child.stdout is not None
-            assert child.stdout.readline() == "written\n"  # one whole batch is in place
-            time.sleep(rng.uniform(0.0, 0.5))
-        finally:
-            child.kill()
-            child.wait()
-        assert child.returncode == -9
+        kill_9_after_first_write(script, base, round_no, rng.uniform(0.0, 0.5))  # one whole batch in place
         assert set(engine.iter_keys("chat/")) == keys
         for key in keys:
             written_round, generation = check_complete(key, engine.get(key))

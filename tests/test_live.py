@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,18 +27,9 @@ import pytest
 from wafs.engines.redis import RedisEngine
 from wafs.mount import mounted_at, refresh
 
-from .mounting import mounted, release, sh
+from .helpers import CHAT, KERNEL_TIMEOUT, SESSION, cat, find, ls, wait_for
+from .mounting import mounted, release
 
-CHAT = "chat/5491112345678@s.whatsapp.net"
-SESSION = {
-    "session/creds": '{"me": {"id": "5491100000000@s.whatsapp.net"}}',
-    f"{CHAT}/index": '{"name": "Ana"}',
-    f"{CHAT}/messages": "1700000001 A1\n",
-    f"{CHAT}/message/A1/raw": '{"text": "hola"}',
-    "chat/120363@g.us/index": '{"subject": "grupo"}',
-}
-#: The kernel's attribute and entry timeouts the mount asks for (wafs.mount.daemon.serve).
-KERNEL_TIMEOUT = 1.0
 #: Allowance for event delivery, one SCAN of this small store, and starting the shell command.
 SLACK = 0.5
 #: The TTL of polling mounts in these tests, and the (long) TTL of mounts that follow the feed:
@@ -48,19 +39,6 @@ FEED_TTL = 60.0
 FEED_BOUND = KERNEL_TIMEOUT + SLACK
 POLL_BOUND = POLL_TTL + KERNEL_TIMEOUT + SLACK
 _prefixes = iter(range(1_000_000))
-
-
-def wait_for(what: str, check: Callable[[], bool], bound: float) -> float:
-    """Poll ``check`` until it holds; assert that took at most ``bound`` seconds, return the time."""
-    started = time.monotonic()
-    while True:
-        if check():
-            elapsed = time.monotonic() - started
-            print(f"visible after {elapsed * 1000:.0f} ms (bound {bound:.1f} s): {what}")
-            return elapsed
-        if time.monotonic() - started > bound:
-            pytest.fail(f"{what}: not visible through the mount within {bound:.1f} s")
-        time.sleep(0.02)
 
 
 def set_notifications(server, flags: str) -> None:
@@ -118,20 +96,6 @@ def live(request: pytest.FixtureRequest, redis_server, notifications_off, prefix
     finally:
         engine.close()
         bot.close()
-
-
-def ls(path: Path) -> list[str]:
-    result = sh(f"ls {path}", check=False)
-    return result.stdout.split() if result.returncode == 0 else []
-
-
-def cat(path: Path) -> str | None:
-    result = sh(f"cat {path}", check=False)
-    return result.stdout if result.returncode == 0 else None
-
-
-def find(mnt: Path) -> list[str]:
-    return sorted(sh(f"cd {mnt} && find . -type f").stdout.split())
 
 
 def test_outside_creates_overwrites_and_deletes_are_seen_within_the_bound(live) -> None:

@@ -12,59 +12,23 @@ docs/live.md. Staleness is never asserted: a change may show before the TTL runs
 from __future__ import annotations
 
 import itertools
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from wafs import Engine, FileEngine, MemoryEngine
 
-from .mounting import mounted, sh
+from . import helpers
+from .helpers import CHAT, KERNEL_TIMEOUT, cat, find, ls, wait_for
+from .mounting import mounted
 
-CHAT = "chat/5491112345678@s.whatsapp.net"
-SESSION = {
-    "session/creds": '{"me": {"id": "5491100000000@s.whatsapp.net"}}',
-    f"{CHAT}/index": '{"name": "Ana"}',
-    f"{CHAT}/messages": "1700000001 A1\n",
-    f"{CHAT}/message/A1/raw": '{"text": "hola"}',
-    f"{CHAT}/message/A1/index": '{"fromMe": false}',
-    "chat/120363@g.us/index": '{"subject": "grupo"}',
-}
+SESSION = {**helpers.SESSION, f"{CHAT}/message/A1/index": '{"fromMe": false}'}
 TTL = 1.0
-#: The kernel's attribute and entry timeouts the mount asks for (wafs.mount.daemon.serve).
-KERNEL_TIMEOUT = 1.0
 #: Allowance for one listing of this small store and for starting the shell command.
 SLACK = 0.5
 BOUND = TTL + KERNEL_TIMEOUT + SLACK
 _tables = itertools.count()
-
-
-def wait_for(what: str, check: Callable[[], bool]) -> float:
-    """Poll ``check`` until it holds; assert that took at most :data:`BOUND` seconds, return the time."""
-    started = time.monotonic()
-    while True:
-        if check():
-            elapsed = time.monotonic() - started
-            print(f"visible after {elapsed * 1000:.0f} ms (bound {BOUND:.1f} s): {what}")
-            return elapsed
-        if time.monotonic() - started > BOUND:
-            pytest.fail(f"{what}: not visible through the mount within {BOUND:.1f} s")
-        time.sleep(0.02)
-
-
-def ls(path: Path) -> list[str]:
-    result = sh(f"ls {path}", check=False)
-    return result.stdout.split() if result.returncode == 0 else []
-
-
-def cat(path: Path) -> str | None:
-    result = sh(f"cat {path}", check=False)
-    return result.stdout if result.returncode == 0 else None
-
-
-def find(mnt: Path) -> list[str]:
-    return sorted(sh(f"cd {mnt} && find . -type f").stdout.split())
 
 
 @pytest.fixture(params=["file", "postgres", "memory"])
@@ -98,26 +62,30 @@ def test_changes_by_another_client_show_within_the_ttl_bound(
         assert find(mnt) == sorted(f"./{key}" for key in SESSION)
 
         other.set(f"{CHAT}/message/B2/raw", '{"text": "nuevo"}')
-        wait_for(f"{kind}: a new file in a known directory (ls)", lambda: "B2" in ls(mnt / CHAT / "message"))
+        wait_for(f"{kind}: a new file in a known directory (ls)", lambda: "B2" in ls(mnt / CHAT / "message"),
+                 BOUND)
         assert cat(mnt / CHAT / "message/B2/raw") == '{"text": "nuevo"}'
 
         other.set("chat/new@s.whatsapp.net/index", '{"name": "Beto"}')
-        wait_for(f"{kind}: a new chat (find)", lambda: "./chat/new@s.whatsapp.net/index" in find(mnt))
+        wait_for(f"{kind}: a new chat (find)", lambda: "./chat/new@s.whatsapp.net/index" in find(mnt), BOUND)
 
         longer = '{"name": "Ana María", "notify": "Ana", "verifiedName": "Ana S.A."}'
         other.set(f"{CHAT}/index", longer)
         wait_for(
-            f"{kind}: an overwrite with a longer value (cat)", lambda: cat(mnt / CHAT / "index") == longer
+            f"{kind}: an overwrite with a longer value (cat)", lambda: cat(mnt / CHAT / "index") == longer,
+            BOUND,
         )
         other.set(f"{CHAT}/index", "{}")
         wait_for(
-            f"{kind}: an overwrite with a shorter value (cat)", lambda: cat(mnt / CHAT / "index") == "{}"
+            f"{kind}: an overwrite with a shorter value (cat)", lambda: cat(mnt / CHAT / "index") == "{}",
+            BOUND,
         )
 
         other.delete(f"{CHAT}/messages")
         wait_for(
             f"{kind}: a deleted key (ls, cat)",
             lambda: "messages" not in ls(mnt / CHAT) and cat(mnt / CHAT / "messages") is None,
+            BOUND,
         )
         assert sorted(ls(mnt / CHAT)) == ["index", "message"]
 
@@ -128,6 +96,7 @@ def test_changes_by_another_client_show_within_the_ttl_bound(
                 ls(mnt / "chat") == ["120363@g.us", "new@s.whatsapp.net"]
                 and not any(path.startswith(f"./{CHAT}") for path in find(mnt))
             ),
+            BOUND,
         )
         assert not (mnt / CHAT).exists()
         assert find(mnt) == ["./chat/120363@g.us/index", "./chat/new@s.whatsapp.net/index", "./session/creds"]
@@ -146,9 +115,11 @@ def test_a_key_rewritten_in_a_loop_always_shows_its_latest_value_within_the_boun
             wait_for(
                 f"{kind}: round {round_} new key (cat)",
                 lambda name=name, value=value: cat(mnt / CHAT / "message" / name / "raw") == value,
+                BOUND,
             )
             other.set(f"{CHAT}/message/{name}", None)
             wait_for(
                 f"{kind}: round {round_} its delete (ls)",
                 lambda name=name: name not in ls(mnt / CHAT / "message"),
+                BOUND,
             )

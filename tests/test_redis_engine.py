@@ -17,6 +17,8 @@ from wafs.engines.redis import RedisEngine
 from wafs.errors import BackendError, BackendUnavailableError
 from wafs.keys import is_valid_key
 
+from .helpers import assert_every_call_unavailable
+
 _unique = itertools.count()
 
 
@@ -229,35 +231,6 @@ def test_round_trips_are_constant(redis_server: Any) -> None:
 # --- faults --------------------------------------------------------------------------------------
 
 
-def _every_call(engine: RedisEngine) -> dict[str, Callable[[], object]]:
-    return {
-        "get": lambda: engine.get("k/1"),
-        "set": lambda: engine.set("k/1", "v"),
-        "cascade": lambda: engine.set("k", None),
-        "list": lambda: engine.list("k/"),
-        "iter_keys": lambda: list(engine.iter_keys("k/")),
-        "items": lambda: list(engine.items("k/")),
-        "children": lambda: engine.children("k"),
-        "get_many": lambda: engine.get_many(["k/1", "k/2"]),
-        "set_many": lambda: engine.set_many({"k/1": "a", "k/2": "b"}),
-        "size": lambda: engine.size("k/1"),
-        "sizes": lambda: engine.sizes(["k/1", "k/2"]),
-        "delete": lambda: engine.delete("k/1"),
-        "delete_many": lambda: engine.delete_many(["k/1", "k/2"]),
-        "delete_prefixes": lambda: engine.delete_prefixes(["k", "j"]),
-    }
-
-
-def _assert_all_unavailable(engine: RedisEngine, timeout: float) -> None:
-    for name, call in _every_call(engine).items():
-        started = time.monotonic()
-        with pytest.raises(BackendUnavailableError) as raised:
-            call()
-        elapsed = time.monotonic() - started
-        assert elapsed < timeout + 1.0, f"{name} took {elapsed:.2f} s"
-        assert isinstance(raised.value.__cause__, redis.RedisError), name
-
-
 def _assert_works(engine: RedisEngine) -> None:
     engine.set("k/1", "back")
     assert engine.get("k/1") == "back"
@@ -274,7 +247,7 @@ def test_server_down_then_back(redis_server: Any, prefix: str) -> None:
         redis_server.stop()
         assert redis_server.pid is None
         try:
-            _assert_all_unavailable(engine, 1.0)
+            assert_every_call_unavailable(engine, 1.0, redis.RedisError)
         finally:
             redis_server.start()
         assert redis_server.pid not in (None, old_pid)
@@ -290,7 +263,7 @@ def test_client_pause_times_out_then_recovers(redis_server: Any, raw: redis.Redi
         _assert_works(engine)
         raw.execute_command("CLIENT", "PAUSE", "6000", "ALL")
         paused_at = time.monotonic()
-        _assert_all_unavailable(engine, timeout)
+        assert_every_call_unavailable(engine, timeout, redis.RedisError)
         assert time.monotonic() - paused_at < 6.0, "the pause ended before every call was checked"
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
