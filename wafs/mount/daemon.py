@@ -103,6 +103,7 @@ def serve(engine: Engine, mountpoint: str, options: MountOptions,
         "attr_timeout": 1.0,
         "entry_timeout": 1.0,
         "negative_timeout": 0.0,
+        "use_ino": True,  # the stable st_ino of WafsOperations, not libfuse's node numbers
         # Reads go to the open file's snapshot until it ends, not up to a size the kernel
         # cached (for up to attr_timeout) from an older value: no truncated or mixed reads.
         "direct_io": True,

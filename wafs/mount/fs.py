@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import hashlib
 import logging
 import math
 import os
@@ -247,8 +248,9 @@ class WafsOperations(mfusepy.Operations):
 
     # --- attributes ---------------------------------------------------------------------------
 
-    def _dir_attrs(self) -> dict[str, Any]:
+    def _dir_attrs(self, tree_path: str) -> dict[str, Any]:
         return {
+            "st_ino": _inode(tree_path),
             "st_mode": stat.S_IFDIR | self.dir_mode,
             "st_nlink": 1,
             "st_uid": self.uid,
@@ -259,9 +261,10 @@ class WafsOperations(mfusepy.Operations):
             "st_atime": self.started_ns,
         }
 
-    def _file_attrs(self, key: str, size: int) -> dict[str, Any]:
+    def _file_attrs(self, tree_path: str, key: str, size: int) -> dict[str, Any]:
         mtime = self._mtimes.get(key, self.started_ns)
         return {
+            "st_ino": _inode(tree_path),
             "st_mode": stat.S_IFREG | self.file_mode,
             "st_nlink": 1,
             "st_uid": self.uid,
@@ -277,20 +280,20 @@ class WafsOperations(mfusepy.Operations):
     def getattr(self, path: str, fh: int | None = None) -> dict[str, Any]:
         tree_path = self._tree_path(path)
         if tree_path == "":
-            return self._dir_attrs()
+            return self._dir_attrs(tree_path)
         if VALUE_NAME in tree_path and VALUE_NAME in tree_path.split(SEPARATOR)[:-1]:
             raise _fail(errno.ENOENT)
         entry = self.tree.lookup(tree_path)
         if isinstance(entry, Directory):
-            return self._dir_attrs()
+            return self._dir_attrs(tree_path)
         key = self._key_of(tree_path)
         open_size = self._open_size(key)
         if open_size is not None:
-            return self._file_attrs(key, open_size)
+            return self._file_attrs(tree_path, key, open_size)
         if entry is None:
             raise _fail(errno.ENOENT)
         size = entry if entry >= 0 else self.tree.file_size(tree_path)
-        return self._file_attrs(key, size)
+        return self._file_attrs(tree_path, key, size)
 
     @translated
     def readdir(self, path: str, fh: int) -> list[tuple[str, dict[str, int], int]]:
@@ -298,13 +301,19 @@ class WafsOperations(mfusepy.Operations):
         node = self.tree.listing(tree_path)
         if node is None:
             raise _fail(errno.ENOTDIR if self.tree.lookup(tree_path) is not None else errno.ENOENT)
-        dir_mode = {"st_mode": stat.S_IFDIR}
-        file_mode = {"st_mode": stat.S_IFREG}
+        prefix = tree_path + SEPARATOR if tree_path else ""
+
+        def entry(name: str, kind: int) -> tuple[str, dict[str, int], int]:
+            return name, {"st_mode": kind, "st_ino": _inode(prefix + name)}, 0
+
         with self.tree.lock:
-            names = [(n, dir_mode if isinstance(e, Directory) else file_mode, 0) for n, e in node.entries.items()]
+            names = [entry(n, stat.S_IFDIR if isinstance(e, Directory) else stat.S_IFREG)
+                     for n, e in node.entries.items()]
             if node.value is not None:
-                names.append((VALUE_NAME, file_mode, 0))
-        return [(".", dir_mode, 0), ("..", dir_mode, 0), *names]
+                names.append(entry(VALUE_NAME, stat.S_IFREG))
+        parent = tree_path.rpartition(SEPARATOR)[0]
+        return [(".", {"st_mode": stat.S_IFDIR, "st_ino": _inode(tree_path)}, 0),
+                ("..", {"st_mode": stat.S_IFDIR, "st_ino": _inode(parent)}, 0), *names]
 
     @translated
     def statfs(self, path: str) -> dict[str, int]:
@@ -575,6 +584,16 @@ class WafsOperations(mfusepy.Operations):
         with self._handles_lock:
             sizes = [len(h.data) for h in self._handles.values() if h.key == key and h.dirty and not h.refused]
         return sizes[-1] if sizes else None
+
+
+def _inode(tree_path: str) -> int:
+    """A stable inode number for a path, so a file keeps its st_ino however long it is open
+    (cp checks that it did not change; libfuse's own numbers change when the kernel forgets a
+    node). 63 bits of a hash: a collision needs billions of keys."""
+    if not tree_path:
+        return 1
+    digest = hashlib.blake2b(tree_path.encode("utf-8", "surrogateescape"), digest_size=8).digest()
+    return (int.from_bytes(digest, "big") >> 1) | 2
 
 
 def _resize(buffer: bytearray, length: int) -> None:
