@@ -60,7 +60,7 @@ class Sweeper:
                 batch, self._pending = self._pending, set()
             if not batch:
                 return
-            roots = sorted(p for p in batch if not any(p != q and is_under(p, q) for q in batch))
+            roots = _outermost(batch)
             try:
                 self.engine.delete_prefixes(roots)
             except Exception:
@@ -96,3 +96,12 @@ class Sweeper:
                 log.exception("cascade sweep failed; retrying in %.0f s", RETRY_SECONDS)
                 with self._lock:
                     self._wake.wait(RETRY_SECONDS)
+
+
+def _outermost(prefixes: set[str]) -> list[str]:
+    """The prefixes not below another one: sorted by segments, a subtree follows its root."""
+    roots: list[str] = []
+    for prefix in sorted(prefixes, key=lambda p: p.split("/")):
+        if not roots or not is_under(prefix, roots[-1]):
+            roots.append(prefix)
+    return roots
