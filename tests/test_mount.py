@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -59,6 +62,18 @@ def test_ls_l_shows_utf8_byte_sizes(session: Engine, mnt: Path) -> None:
     assert os.stat(mnt / CHAT / "message/B2/raw").st_size == size
     assert oct(os.stat(mnt / CHAT / "index").st_mode & 0o777) == "0o600"
     assert oct(os.stat(mnt / CHAT).st_mode & 0o777) == "0o700"
+
+
+def test_mmap_and_repeated_reads_see_the_value(session: Engine, mnt: Path) -> None:
+    expected = SESSION[f"{CHAT}/index"].encode()
+    # In another process: a page fault here would wait for the mount's thread, which needs our GIL.
+    mapped = subprocess.run(
+        [sys.executable, "-c", "import mmap, sys; f = open(sys.argv[1], 'rb'); "
+         "sys.stdout.buffer.write(mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)[:])", mnt / CHAT / "index"],
+        capture_output=True, check=True, timeout=30,
+    ).stdout
+    assert mapped == expected
+    assert [sh(f"cat {mnt}/{CHAT}/index").stdout.encode() for _ in range(3)] == [expected] * 3
 
 
 def test_write_append_truncate(session: Engine, mnt: Path) -> None:
@@ -178,8 +193,6 @@ def test_read_only_mount_refuses_every_change(session: Engine, tmp_path: Path) -
 
 
 def test_another_writer_is_seen_within_the_ttl(session: Engine, mnt: Path) -> None:
-    import time
-
     session.set("chat/outside@s.whatsapp.net/index", "from the bot")
     session.set(f"{CHAT}/index", "changed by the bot")
     session.delete("lid/99@lid")
@@ -187,6 +200,16 @@ def test_another_writer_is_seen_within_the_ttl(session: Engine, mnt: Path) -> No
     assert "outside@s.whatsapp.net" in os.listdir(mnt / "chat")
     assert (mnt / CHAT / "index").read_text() == "changed by the bot"
     assert not (mnt / "lid/99@lid").exists()
+
+
+def test_mkdir_made_directory_outlives_the_keys_of_its_parent(session: Engine, mnt: Path) -> None:
+    sh(f"mkdir {mnt}/lid/drafts")
+    session.delete("lid/99@lid")  # the last key of lid/: a FileEngine prunes the folder on disk
+    time.sleep(1.5)  # the TTL (1 s) plus the kernel's attribute timeout
+    assert "lid" in os.listdir(mnt)
+    assert os.listdir(mnt / "lid") == ["drafts"]
+    sh(f"rmdir {mnt}/lid/drafts {mnt}/lid")
+    assert "lid" not in os.listdir(mnt)
 
 
 # --- engines that can hold a key and keys below it -------------------------------------------
@@ -199,8 +222,6 @@ def test_key_and_directory_collision(session: Engine, mnt: Path, tmp_path: Path)
     session.set("chat/120363@g.us", "group value")
     session.set("chat/120363@g.us/index", "group index")  # both exist
     sh(f"ls {mnt}")  # let the TTL pass on the next line
-    import time
-
     time.sleep(1.2)
     names = sh(f"ls {mnt}/chat/120363@g.us").stdout.split()
     assert names == ["__value__", "index"]
@@ -246,8 +267,6 @@ def _errno_of(command: str) -> str:
 
 
 def test_redis_down_gives_eio_never_enoent_and_recovers(redis_server, tmp_path: Path) -> None:
-    import time
-
     engine = redis_server.engine(prefix="wa:down", timeout=1.0)
     try:
         engine.set_many(SESSION)

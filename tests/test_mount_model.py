@@ -33,7 +33,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
-from wafs import Engine, MemoryEngine
+from wafs import Engine, FileEngine, MemoryEngine
 
 from .mounting import mounted
 
@@ -285,6 +285,10 @@ def run_model(factory: Callable[[Path], Engine], examples: int, steps: int) -> N
 
 def test_model_memory_engine() -> None:
     run_model(lambda workdir: MemoryEngine(), examples=8, steps=25)
+
+
+def test_model_file_engine() -> None:
+    run_model(lambda workdir: FileEngine(workdir / "store"), examples=8, steps=25)
 
 
 def test_model_redis_engine(redis_server) -> None:

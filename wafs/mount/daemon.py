@@ -15,6 +15,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import mfusepy
 
 from ..engine import Engine
 from ..errors import WafsError
@@ -26,6 +29,8 @@ log = logging.getLogger("wafs.mount")
 READY = b"ready\n"
 START_TIMEOUT = 60.0
 UNMOUNT_TIMEOUT = 10.0
+#: How long the kernel trusts the names and attributes it was given (entry and attr timeout).
+KERNEL_CACHE_SECONDS = 1.0
 
 
 class MountError(WafsError):
@@ -78,8 +83,6 @@ def check_mountpoint(mountpoint: str) -> None:
 def serve(engine: Engine, mountpoint: str, options: MountOptions,
           on_ready: Callable[[], None] = lambda: None, refresh_on_sighup: bool = False) -> None:
     """Read the engine's tree and serve the mount in this thread until it is unmounted."""
-    import mfusepy
-
     if refresh_on_sighup:  # before any thread starts: every thread inherits the blocked mask
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
     operations = WafsOperations(
@@ -89,6 +92,7 @@ def serve(engine: Engine, mountpoint: str, options: MountOptions,
         cache_bytes=options.cache_bytes,
         file_mode=0o666 & ~options.umask,
         dir_mode=0o777 & ~options.umask,
+        attr_timeout=KERNEL_CACHE_SECONDS,
     )
     following = operations.follow_changes()
     operations.tree.refresh()  # a backend that is down fails the mount here, with its message
@@ -100,13 +104,10 @@ def serve(engine: Engine, mountpoint: str, options: MountOptions,
         "default_permissions": True,
         "nosuid": True,
         "nodev": True,
-        "attr_timeout": 1.0,
-        "entry_timeout": 1.0,
+        "attr_timeout": KERNEL_CACHE_SECONDS,
+        "entry_timeout": KERNEL_CACHE_SECONDS,
         "negative_timeout": 0.0,
         "use_ino": True,  # the stable st_ino of WafsOperations, not libfuse's node numbers
-        # Reads go to the open file's snapshot until it ends, not up to a size the kernel
-        # cached (for up to attr_timeout) from an older value: no truncated or mixed reads.
-        "direct_io": True,
     }
     if options.read_only:
         fuse_options["ro"] = True
@@ -118,7 +119,27 @@ def serve(engine: Engine, mountpoint: str, options: MountOptions,
     # One FUSE thread: Python serves one request at a time anyway (the GIL), and handing
     # requests between libfuse's threads cost more than it saved (find and ls -l ran 2x
     # slower with threads). Change feeds, sweeps and SIGHUP still run in threads of their own.
-    mfusepy.FUSE(operations, mountpoint, foreground=True, debug=options.debug, nothreads=True, **fuse_options)
+    _Fuse(operations, mountpoint, foreground=True, debug=options.debug, nothreads=True, **fuse_options)
+
+
+class _Fuse(mfusepy.FUSE):
+    """mfusepy with the cache mode chosen per open file (see :meth:`WafsOperations.page_cached`)."""
+
+    operations: WafsOperations
+
+    def open(self, path: bytes, fip: Any) -> int:
+        info = fip.contents
+        info.fh = self.operations.open(path.decode(self.encoding, self.errors), info.flags)
+        cached = self.operations.page_cached(info.fh)
+        info.direct_io = not cached
+        info.noflush = cached  # nothing to write back: close skips the FLUSH request
+        return 0
+
+    def create(self, path: bytes, mode: int, fip: Any) -> int:
+        info = fip.contents
+        info.fh = self.operations.create(path.decode(self.encoding, self.errors), mode, info.flags)
+        info.direct_io = True
+        return 0
 
 
 def _refresh_on_sighup(operations: WafsOperations) -> None:

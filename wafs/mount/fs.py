@@ -105,6 +105,11 @@ class ValueCache:
             self._items.move_to_end(key)
             return item[0]
 
+    def fresh(self, key: str, now: float) -> bool:
+        """True when ``get(key)`` would return a value at monotonic time ``now`` (a cheap check)."""
+        item = self._items.get(key)
+        return item is not None and now - item[1] <= self.ttl
+
     def put(self, key: str, data: bytes) -> None:
         if len(data) > self.max_bytes // 4:
             self.drop(key)
@@ -131,6 +136,37 @@ class ValueCache:
             self._bytes -= len(item[0])
 
 
+class KernelSizes:
+    """The file sizes the kernel was told in the last ``lifetime`` seconds, by path.
+
+    The kernel trusts a size it was given for its attribute timeout, and reads through its
+    page cache only up to that size; a read-only open may use the page cache when the value
+    has that size. Entries live between one and two lifetimes. Used from the FUSE thread only.
+    """
+
+    def __init__(self, lifetime: float) -> None:
+        self.lifetime = lifetime
+        self._recent: dict[str, int] = {}
+        self._older: dict[str, int] = {}
+        self._since = time.monotonic()
+
+    def told(self, path: str, size: int) -> None:
+        self._rotate()
+        self._recent[path] = size
+
+    def get(self, path: str) -> int | None:
+        self._rotate()
+        size = self._recent.get(path)
+        return self._older.get(path) if size is None else size
+
+    def _rotate(self) -> None:
+        now = time.monotonic()
+        if now - self._since > self.lifetime:
+            self._older = self._recent if now - self._since <= 2 * self.lifetime else {}
+            self._recent = {}
+            self._since = now
+
+
 @dataclass
 class Handle:
     """An open file: a snapshot of the value, and the pending write if any."""
@@ -138,6 +174,7 @@ class Handle:
     key: str
     data: bytes | bytearray
     writable: bool
+    page_cache: bool = False  # reads may be served by the kernel's page cache (see KernelSizes)
     dirty: bool = False
     created: bool = False  # the key did not exist before this handle made it
     refused: bool = False  # a commit was refused (not UTF-8): nothing more is written
@@ -159,6 +196,7 @@ class WafsOperations(mfusepy.Operations):
         file_mode: int = 0o600,
         dir_mode: int = 0o700,
         sweep_delay: float = 0.5,
+        attr_timeout: float = 1.0,
     ) -> None:
         self.engine = engine
         self.read_only = read_only
@@ -170,6 +208,7 @@ class WafsOperations(mfusepy.Operations):
         self.uid, self.gid = os.getuid(), os.getgid()
         self.started_ns = time.time_ns()
         self._mtimes: dict[str, int] = {}
+        self.kernel_sizes = KernelSizes(attr_timeout)
         self._handles: dict[int, Handle] = {}
         self._next_fh = 1
         self._handles_lock = threading.Lock()
@@ -263,6 +302,7 @@ class WafsOperations(mfusepy.Operations):
 
     def _file_attrs(self, tree_path: str, key: str, size: int) -> dict[str, Any]:
         mtime = self._mtimes.get(key, self.started_ns)
+        self.kernel_sizes.told(tree_path, size)
         return {
             "st_ino": _inode(tree_path),
             "st_mode": stat.S_IFREG | self.file_mode,
@@ -292,7 +332,9 @@ class WafsOperations(mfusepy.Operations):
             return self._file_attrs(tree_path, key, open_size)
         if entry is None:
             raise _fail(errno.ENOENT)
-        size = entry if entry >= 0 else self.tree.file_size(tree_path)
+        size = self._open_size(key, page_cached=True)  # the kernel reads it up to the size it holds
+        if size is None:
+            size = entry if entry >= 0 else self.tree.file_size(tree_path)
         return self._file_attrs(tree_path, key, size)
 
     @translated
@@ -332,10 +374,11 @@ class WafsOperations(mfusepy.Operations):
         keys = [key]
         if self.tree.bulk:  # one round trip for the files a tree walk opens next
             budget = [PREFETCH_BYTES]
+            now = time.monotonic()
 
             def want(other: str, size: int) -> bool:
                 cost = size if size >= 0 else UNKNOWN_SIZE_GUESS
-                if other == key or cost > budget[0] or self.cache.get(other) is not None:
+                if other == key or cost > budget[0] or self.cache.fresh(other, now):
                     return False
                 budget[0] -= cost
                 return True
@@ -373,8 +416,18 @@ class WafsOperations(mfusepy.Operations):
             if data is None:
                 self.tree.drop(key)
                 raise _fail(errno.ENOENT)
-            handle = Handle(key, bytearray(data) if writable else data, writable)
+            handle = Handle(key, bytearray(data) if writable else data, writable,
+                            page_cache=not writable and self.kernel_sizes.get(tree_path) == len(data))
         return self._register(handle)
+
+    def page_cached(self, fh: int) -> bool:
+        """True when the kernel may read the open file ``fh`` through its page cache.
+
+        Only read-only opens of a value whose size is the one the kernel holds: it reads a
+        cached file up to that size, so any other would come back cut short or padded.
+        Every other open is direct I/O, each read served from the handle's snapshot.
+        """
+        return self._handle(fh).page_cache
 
     def _current(self, key: str, tree_path: str) -> bytes | None:
         """The value as the mount shows it: an open handle's pending write, else the store's."""
@@ -580,9 +633,12 @@ class WafsOperations(mfusepy.Operations):
         except KeyError:
             raise _fail(errno.EBADF) from None
 
-    def _open_size(self, key: str) -> int | None:
+    def _open_size(self, key: str, page_cached: bool = False) -> int | None:
+        """The size of the newest open file of ``key`` with a pending write (with ``page_cached``:
+        read through the page cache instead)."""
         with self._handles_lock:
-            sizes = [len(h.data) for h in self._handles.values() if h.key == key and h.dirty and not h.refused]
+            sizes = [len(h.data) for h in self._handles.values() if h.key == key and (
+                h.page_cache if page_cached else h.dirty and not h.refused)]
         return sizes[-1] if sizes else None
 
 

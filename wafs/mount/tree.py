@@ -19,6 +19,7 @@ listing is being read is also replayed on the new listing, so a rebuild never un
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import threading
@@ -86,6 +87,18 @@ class _Change:
 
     def within(self, directory: str) -> bool:
         return directory == "" or self.path == directory or self.path.startswith(directory + SEPARATOR)
+
+
+def _from(entries: dict[str, Directory | int], start: str | None,
+          inclusive: bool) -> Iterable[tuple[str, Directory | int]]:
+    """The entries from ``start`` on, in listing order (all of them when it is not there)."""
+    items = iter(entries.items())
+    if start is None or start not in entries:
+        return items
+    for name, entry in items:
+        if name == start:
+            return itertools.chain([(name, entry)], items) if inclusive else items
+    return items
 
 
 class Tree:
@@ -271,12 +284,19 @@ class Tree:
                         if size is not None:
                             node.entries[name] = size
                 for name, previous in old.items():
-                    if isinstance(previous, Directory) and previous.local and name not in node.entries:
+                    if isinstance(previous, Directory) and name not in node.entries and (
+                        previous.local or self._holds_local_dir(self._join(path, name))
+                    ):
                         node.entries[name] = previous
                 for change in replay:
                     self._apply(self.root, change)
                 node.loaded = started
                 self._note_hidden(hidden)
+
+    def _holds_local_dir(self, path: str) -> bool:
+        # A directory with no keys left on disk stays while a mkdir-made directory is below it.
+        below = path + SEPARATOR
+        return any(local.startswith(below) for local in self._local_dirs)
 
     def _note_hidden(self, keys: Iterable[str]) -> None:
         for key in keys:
@@ -304,41 +324,38 @@ class Tree:
         return self._ensure(path)
 
     def neighbours(self, path: str, want: Callable[[str, int], bool], limit: int) -> list[str]:
-        """Up to ``limit`` keys of files near ``path``, in listing order, for one batched call.
+        """Up to ``limit`` keys of files from ``path`` on, in listing order, for one batched call.
 
-        The files of ``path``'s directory come first, then those of the directories after it
-        in its parent (a tree walk such as ``grep -r`` or ``cp -a`` opens them next): every
-        message is a directory of its own, so one directory alone is a poor batch.
-        ``want(key, size)`` picks the files.
+        ``path`` itself and the files after it in its directory come first, then those of the
+        directories after it in its parent (a tree walk such as ``grep -r`` or ``cp -a`` opens
+        them next): every message is a directory of its own, so one directory alone is a poor
+        batch. ``want(key, size)`` picks the files.
         """
-        parent_path = path.rpartition(SEPARATOR)[0]
+        parent_path, _, own_name = path.rpartition(SEPARATOR)
         found: list[str] = []
         with self.lock:
             parent = self._find_dir(parent_path)
             if parent is None:
                 return found
-            self._collect(parent_path, parent, want, found, limit)
+            self._collect(parent_path, parent, want, found, limit, start=own_name)
             if not parent_path:
                 return found
-            grand_path, _, own_name = parent_path.rpartition(SEPARATOR)
+            grand_path, _, parent_name = parent_path.rpartition(SEPARATOR)
             grand = self._find_dir(grand_path)
             if grand is None:
                 return found
-            after = False
-            for name, entry in grand.entries.items():
+            for name, entry in _from(grand.entries, parent_name, inclusive=False):
                 if len(found) >= limit:
                     break
-                if name == own_name:
-                    after = True
-                elif after and isinstance(entry, Directory):
+                if isinstance(entry, Directory):
                     self._collect(self._join(grand_path, name), entry, want, found, limit)
         return found
 
     def _collect(self, path: str, directory: Directory, want: Callable[[str, int], bool],
-                 found: list[str], limit: int) -> None:
+                 found: list[str], limit: int, start: str | None = None) -> None:
         if directory.value is not None and path and want(path, directory.value):
             found.append(path)
-        for name, entry in directory.entries.items():
+        for name, entry in _from(directory.entries, start, inclusive=True):
             if len(found) >= limit:
                 return
             if not isinstance(entry, Directory):
