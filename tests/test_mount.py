@@ -212,6 +212,15 @@ def test_mkdir_made_directory_outlives_the_keys_of_its_parent(session: Engine, m
     assert "lid" not in os.listdir(mnt)
 
 
+def test_a_directory_emptied_through_the_mount_stays_until_rmdir(session: Engine, tmp_path: Path) -> None:
+    with mounted(session, tmp_path / "mnt", ttl=0.05) as mnt:
+        sh(f"rm {mnt}/lid/99@lid")
+        time.sleep(0.5)  # the tree is read again several times meanwhile
+        assert "lid" in os.listdir(mnt)
+        sh(f"rmdir {mnt}/lid")
+        assert "lid" not in os.listdir(mnt)
+
+
 # --- engines that can hold a key and keys below it -------------------------------------------
 
 COLLIDING = [kind for kind in ENGINE_KINDS if kind != "file"]

@@ -114,7 +114,7 @@ class Tree:
         self.root = Directory()
         self.hidden: set[str] = set()  # keys that cannot be shown, as the store holds them
         self._journal: list[_Change] | None = None
-        self._local_dirs: set[str] = set()
+        self._local_dirs: set[str] = set()  # made by mkdir or emptied through the mount
         self._rescan_seconds = 0.0  # how long the last whole-store rebuild took
         self._scan_failed = False  # the last rebuild failed: do not serve the old tree
         self._stopped = threading.Event()
@@ -454,8 +454,10 @@ class Tree:
             else:
                 entry.value = None
                 entry.local = True
-            if parent.is_empty():
-                parent.local = True  # rm -r removes the children, then rmdir's the parent
+            if parent.is_empty():  # rm -r removes the children, then rmdir's the parent
+                parent.local = True
+                if parent_path:
+                    self._local_dirs.add(parent_path)  # kept by the next rebuild too
 
     def _forget(self, root: Directory, key: str) -> None:
         path = [root]
