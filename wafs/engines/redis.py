@@ -48,6 +48,8 @@ CONNECT_TIMEOUT = 2.0
 RETRIES = 2
 #: Keys per MGET / MSET / DEL / pipeline, and the COUNT hint of each SCAN call.
 CHUNK = 1000
+#: Keys per STRLEN pipeline: `ls -l` of a directory this large reads its sizes in one round trip.
+SIZES_CHUNK = 50_000
 #: Cluster: attempts of a command after a dropped node or ``CLUSTERDOWN`` (the client refreshes
 #: its slot map between them; ``MOVED``/``ASK`` redirections are followed on top of these).
 CLUSTER_RETRIES = 3
@@ -825,11 +827,12 @@ class RedisEngine(Engine):
                 self._mset(dict(chunk))
 
     def sizes(self, keys: Iterable[str]) -> dict[str, int | None]:
-        """STRLEN in a pipeline; EXISTS (a second round trip) only for the zero lengths."""
+        """STRLEN in one pipeline per 50,000 keys (a whole directory for ``ls -l``); EXISTS (a
+        second round trip) only for the zero lengths."""
         keys = list(keys)
         lengths: dict[str, int | None] = {}
         with self._translated(f"size {len(keys)} keys"):
-            for chunk in _chunks(keys):
+            for chunk in _chunks(keys, SIZES_CHUNK):
                 pipe = self.client.pipeline(transaction=False)
                 for key in chunk:
                     pipe.strlen(self._full(key))

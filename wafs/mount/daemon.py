@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import logging
 import os
@@ -133,6 +134,25 @@ class _Fuse(mfusepy.FUSE):
         cached = self.operations.page_cached(info.fh)
         info.direct_io = not cached
         info.noflush = cached  # nothing to write back: close skips the FLUSH request
+        return 0
+
+    def getattr_fuse_2(self, path: bytes, buf: Any) -> int:
+        return self._stat(path, buf)
+
+    def getattr_fuse_3(self, path: bytes, buf: Any, fip: Any) -> int:
+        return self._stat(path, buf)
+
+    def _stat(self, path: bytes, buf: Any) -> int:
+        # mfusepy's generic attribute copy cost more than the lookup itself (one per LOOKUP).
+        attrs = self.operations.getattr(path.decode(self.encoding, self.errors))
+        ctypes.memset(buf, 0, ctypes.sizeof(mfusepy.c_stat))
+        st = buf.contents
+        st.st_ino, st.st_mode, st.st_nlink = attrs["st_ino"], attrs["st_mode"], attrs["st_nlink"]
+        st.st_uid, st.st_gid, st.st_size = attrs["st_uid"], attrs["st_gid"], attrs["st_size"]
+        st.st_blocks = attrs.get("st_blocks", 0)
+        for field in ("st_atime", "st_mtime", "st_ctime"):
+            spec = getattr(st, field + "spec")
+            spec.tv_sec, spec.tv_nsec = divmod(attrs[field], 1_000_000_000)
         return 0
 
     def create(self, path: bytes, mode: int, fip: Any) -> int:

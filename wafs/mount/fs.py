@@ -636,6 +636,8 @@ class WafsOperations(mfusepy.Operations):
     def _open_size(self, key: str, page_cached: bool = False) -> int | None:
         """The size of the newest open file of ``key`` with a pending write (with ``page_cached``:
         read through the page cache instead)."""
+        if not self._handles:
+            return None
         with self._handles_lock:
             sizes = [len(h.data) for h in self._handles.values() if h.key == key and (
                 h.page_cache if page_cached else h.dirty and not h.refused)]

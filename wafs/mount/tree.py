@@ -40,7 +40,8 @@ UNKNOWN = -1
 #: A bulk tree is rebuilt at most once per this many times the duration of its last rebuild, so
 #: a store whose SCAN takes longer than ``ttl`` is not rescanned back to back.
 RESCAN_FACTOR = 10
-#: Unknown sizes read in one call when one is needed (``ls -l``, ``find -size``).
+#: Unknown sizes read in one call when one is needed (``ls -l``, ``find -size``): those of the
+#: whole directory, and of the directories after it up to this many.
 SIZE_BATCH = 1000
 #: How often the background thread checks whether a bulk tree is due for a rebuild.
 POLL_SECONDS = 0.1
@@ -369,7 +370,10 @@ class Tree:
             found = self.lookup_cached(path)
             if isinstance(found, int) and found >= 0:
                 return found
-            unknown = self.neighbours(path, lambda key, size: size == UNKNOWN, SIZE_BATCH)
+            with self.lock:
+                parent = self._find_dir(path.rpartition(SEPARATOR)[0])
+                whole_directory = len(parent.entries) + 1 if parent is not None else 0
+            unknown = self.neighbours(path, lambda key, size: size == UNKNOWN, max(SIZE_BATCH, whole_directory))
             if not unknown:
                 return 0
             sizes = self.engine.sizes(unknown)
