@@ -221,6 +221,14 @@ def test_a_directory_emptied_through_the_mount_stays_until_rmdir(session: Engine
         assert "lid" not in os.listdir(mnt)
 
 
+def test_rm_r_of_a_deep_tree_while_the_tree_is_read_again(session: Engine, tmp_path: Path) -> None:
+    session.set_many({f"chat/c{c}/message/m{m}/raw": "x" for c in range(20) for m in range(30)})
+    with mounted(session, tmp_path / "mnt", ttl=0.02) as mnt:
+        sh(f"rm -r {mnt}/chat")  # rebuilds of the tree run between its unlinks and rmdirs
+        assert "chat" not in os.listdir(mnt)
+    assert not [key for key in session.iter_keys("") if key.startswith("chat/")]
+
+
 # --- engines that can hold a key and keys below it -------------------------------------------
 
 COLLIDING = [kind for kind in ENGINE_KINDS if kind != "file"]

@@ -206,13 +206,12 @@ class Tree:
             try:
                 new_root, hidden = self._build(self.engine.iter_keys(""))
             except BaseException:
+                self._end_listing("")
                 self._scan_failed = True
                 raise
-            finally:
-                replay = self._end_listing("")
             self._scan_failed = False
-            with self.lock:
-                for change in replay:
+            with self.lock:  # the journal ends here: no change can fall between it and the swap
+                for change in self._end_listing(""):
                     self._apply(new_root, change)
                 for path in self._local_dirs:
                     self._make_dirs(new_root, path, local=True)
@@ -259,9 +258,11 @@ class Tree:
                 children = self.engine.children(path)
                 files = [self._join(path, n) for n, kind in children.items() if kind & Kind.FILE]
                 sizes = self.engine.sizes([k for k in files if displayable(k)]) if files else {}
-            finally:
-                replay = self._end_listing(path)
+            except BaseException:
+                self._end_listing(path)
+                raise
             with self.lock:
+                replay = self._end_listing(path)
                 node = self._find_dir(path)
                 if node is None:
                     return
@@ -435,11 +436,16 @@ class Tree:
 
     def _change(self, change: _Change) -> None:
         with self.lock:
-            self._apply(self.root, change)
+            emptied = self._apply(self.root, change)
+            if emptied:  # kept by the next rebuilds too, until rmdir
+                self._make_dirs(self.root, emptied, local=True)
+                self._local_dirs.add(emptied)
             if self._journal is not None:
                 self._journal.append(change)
 
-    def _apply(self, root: Directory, change: _Change) -> None:
+    def _apply(self, root: Directory, change: _Change) -> str | None:
+        """Apply ``change`` to the tree at ``root``; the path of a directory a drop left empty
+        (or found missing: a rebuild that read the store after the delete was just swapped in)."""
         if change.kind == "put":
             self._set_size(change.path, change.size, root, create=True)
         elif change.kind == "mkdir":
@@ -450,7 +456,7 @@ class Tree:
             parent_path, _, name = change.path.rpartition(SEPARATOR)
             parent = self._find_dir(parent_path, root)
             if parent is None:
-                return
+                return parent_path or None
             entry = parent.entries.get(name)
             if change.kind == "drop_tree" or not isinstance(entry, Directory):
                 if entry is not None:
@@ -458,10 +464,11 @@ class Tree:
             else:
                 entry.value = None
                 entry.local = True
-            if parent.is_empty():  # rm -r removes the children, then rmdir's the parent
+                return change.path if entry.is_empty() else None
+            if parent.is_empty() and parent_path:  # rm -r removes the children, then rmdir's the parent
                 parent.local = True
-                if parent_path:
-                    self._local_dirs.add(parent_path)  # kept by the next rebuild too
+                return parent_path
+        return None
 
     def _forget(self, root: Directory, key: str) -> None:
         path = [root]
