@@ -325,13 +325,15 @@ class Tree:
         """The directory at ``path``, freshly listed, or None when there is none."""
         return self._ensure(path)
 
-    def neighbours(self, path: str, want: Callable[[str, int], bool], limit: int) -> list[str]:
+    def neighbours(self, path: str, want: Callable[[str, int], bool], limit: int,
+                   whole_directory: bool = False) -> list[str]:
         """Up to ``limit`` keys of files from ``path`` on, in listing order, for one batched call.
 
-        ``path`` itself and the files after it in its directory come first, then those of the
-        directories after it in its parent (a tree walk such as ``grep -r`` or ``cp -a`` opens
-        them next): every message is a directory of its own, so one directory alone is a poor
-        batch. ``want(key, size)`` picks the files.
+        ``path`` itself and the files after it in its directory come first (with
+        ``whole_directory``, every file of its directory), then those of the directories after
+        it in its parent (a tree walk such as ``grep -r`` or ``cp -a`` opens them next): every
+        message is a directory of its own, so one directory alone is a poor batch.
+        ``want(key, size)`` picks the files.
         """
         parent_path, _, own_name = path.rpartition(SEPARATOR)
         found: list[str] = []
@@ -339,7 +341,8 @@ class Tree:
             parent = self._find_dir(parent_path)
             if parent is None:
                 return found
-            self._collect(parent_path, parent, want, found, limit, start=own_name)
+            start = None if whole_directory else own_name
+            self._collect(parent_path, parent, want, found, limit, start=start)
             if not parent_path:
                 return found
             grand_path, _, parent_name = parent_path.rpartition(SEPARATOR)
@@ -373,8 +376,10 @@ class Tree:
                 return found
             with self.lock:
                 parent = self._find_dir(path.rpartition(SEPARATOR)[0])
-                whole_directory = len(parent.entries) + 1 if parent is not None else 0
-            unknown = self.neighbours(path, lambda key, size: size == UNKNOWN, max(SIZE_BATCH, whole_directory))
+                directory_size = len(parent.entries) + 1 if parent is not None else 0
+            # ls -l stats in name order, not listing order: the whole directory in one batch
+            unknown = self.neighbours(path, lambda key, size: size == UNKNOWN,
+                                      max(SIZE_BATCH, directory_size), whole_directory=True)
             if not unknown:
                 return 0
             sizes = self.engine.sizes(unknown)
