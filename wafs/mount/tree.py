@@ -82,9 +82,9 @@ def _displayable_parts(key: str, parts: list[str]) -> bool:
 
 @dataclass(frozen=True)
 class _Change:
-    kind: str  # "put", "drop", "drop_tree", "mkdir", "forget"
+    kind: str  # "put", "size" (learned, None: gone), "drop", "drop_tree", "mkdir", "forget"
     path: str
-    size: int = UNKNOWN
+    size: int | None = UNKNOWN
 
     def within(self, directory: str) -> bool:
         return directory == "" or self.path == directory or self.path.startswith(directory + SEPARATOR)
@@ -385,7 +385,7 @@ class Tree:
             sizes = self.engine.sizes(unknown)
             with self.lock:
                 for key, size in sizes.items():
-                    self._set_size(key, size)
+                    self._change(_Change("size", key, size))  # a rebuild meanwhile keeps it
                 found = self.lookup_cached(path)
         return found if isinstance(found, int) and found >= 0 else 0
 
@@ -393,7 +393,7 @@ class Tree:
         """Record sizes seen in values just read (a ``None`` drops the key)."""
         with self.lock:
             for key, size in sizes.items():
-                self._set_size(key, size)
+                self._change(_Change("size", key, size))
 
     def lookup_cached(self, path: str) -> Directory | int | None:
         """Like :meth:`lookup` with no store access (the caller holds fresh data)."""
@@ -453,6 +453,8 @@ class Tree:
         (or found missing: a rebuild that read the store after the delete was just swapped in)."""
         if change.kind == "put":
             self._set_size(change.path, change.size, root, create=True)
+        elif change.kind == "size":
+            self._set_size(change.path, change.size, root)
         elif change.kind == "mkdir":
             self._make_dirs(root, change.path, local=True)
         elif change.kind == "forget":
