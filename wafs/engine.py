@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import enum
 import functools
+import inspect
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self
 
 from .errors import InvalidValueError
 from .keys import SEPARATOR, check_key, check_prefix, is_valid_key
@@ -75,7 +77,7 @@ def _checks_keys(method: Callable[..., Any]) -> Callable[..., Any]:
 def _checks_set(method: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(method)
     def checked(self: Engine, key: str, value: str | None) -> None:
-        return method(self, check_key(key), check_value(value))
+        method(self, check_key(key), check_value(value))
 
     return checked
 
@@ -87,34 +89,53 @@ def _checks_set_many(method: Callable[..., Any]) -> Callable[..., Any]:
             check_key(key)
             if check_value(value) is None:
                 raise InvalidValueError(f"set_many cannot delete ({key!r} maps to None); use set or delete")
-        return method(self, items)
+        method(self, items)
 
     return checked
 
+
+def _first_parameters(method: Callable[..., Any], count: int) -> tuple[inspect.Signature, list[str]]:
+    """``method``'s signature and the names of its ``count`` parameters after ``self``."""
+    signature = inspect.signature(method)
+    names = list(signature.parameters)[1:count + 1]
+    if len(names) < count:
+        raise TypeError(f"{method.__qualname__} must take {count} arguments after self, as Engine.{method.__name__}")
+    return signature, names
+
+
+# The wrappers below bind the arguments with the wrapped method's own signature, so a
+# subclass's defaults (``limit=100``) are the ones that apply, as inspect.signature shows.
 
 def _checks_list(method: Callable[..., Any]) -> Callable[..., Any]:
+    signature, (prefix, offset, limit) = _first_parameters(method, 3)
+
     @functools.wraps(method)
-    def checked(self: Engine, prefix: str = "", offset: int = 0, limit: int | None = 50) -> list[str]:
-        _check_page(offset, limit)
-        return method(self, check_prefix(prefix), offset, limit)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        _check_page(bound.arguments[offset], bound.arguments[limit])
+        bound.arguments[prefix] = check_prefix(bound.arguments[prefix])
+        return method(*bound.args, **bound.kwargs)
 
     return checked
 
 
-def _checks_prefix(method: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(method)
-    def checked(self: Engine, prefix: str = "", *args: Any, **kwargs: Any) -> Any:
-        return method(self, check_prefix(prefix), *args, **kwargs)
+def _checks_argument(check: Callable[[str], str]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A wrapper factory that applies ``check`` to the first argument after ``self``."""
 
-    return checked
+    def wrap(method: Callable[..., Any]) -> Callable[..., Any]:
+        signature, (name,) = _first_parameters(method, 1)
 
+        @functools.wraps(method)
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            bound.arguments[name] = check(bound.arguments[name])
+            return method(*bound.args, **bound.kwargs)
 
-def _checks_directory(method: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(method)
-    def checked(self: Engine, directory: str = "") -> Any:
-        return method(self, _check_directory(directory))
+        return checked
 
-    return checked
+    return wrap
 
 
 _CHECKS: dict[str, Callable[[Callable[..., Any]], Callable[..., Any]]] = {
@@ -126,22 +147,22 @@ _CHECKS: dict[str, Callable[[Callable[..., Any]], Callable[..., Any]]] = {
     "get_many": _checks_keys,
     "sizes": _checks_keys,
     "set_many": _checks_set_many,
-    "iter_keys": _checks_prefix,
-    "items": _checks_prefix,
-    "children": _checks_directory,
+    "iter_keys": _checks_argument(check_prefix),
+    "items": _checks_argument(check_prefix),
+    "children": _checks_argument(_check_directory),
     "delete_prefixes": _checks_keys,
 }
+#: The wrappers made by :func:`_wrap_checks`: a class that reuses one is not wrapped twice.
+_CHECKED: weakref.WeakSet[Callable[..., Any]] = weakref.WeakSet()
 
 
 def _wrap_checks(cls: type, names: Iterable[str]) -> None:
     for name in names:
         method = cls.__dict__.get(name)
-        if method is None or getattr(method, "__isabstractmethod__", False):
-            continue
-        if getattr(method, "_wafs_checked", False):
+        if method is None or getattr(method, "__isabstractmethod__", False) or method in _CHECKED:
             continue
         checked = _CHECKS[name](method)
-        checked._wafs_checked = True  # type: ignore[attr-defined]
+        _CHECKED.add(checked)
         setattr(cls, name, checked)
 
 
@@ -170,6 +191,18 @@ class Engine(ABC):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         _wrap_checks(cls, _CHECKS)
+
+    @classmethod
+    def from_url(cls, url: str) -> Self:
+        """Open the engine named by ``url`` (``scheme://...``), as :func:`wafs.open_engine` does.
+
+        An engine registered in :data:`wafs.registry.ENGINES` overrides this; the default
+        raises :class:`NotImplementedError`.
+        """
+        raise NotImplementedError(
+            f"{cls.__qualname__} cannot be opened from a URL ({url!r}): "
+            f"implement the classmethod {cls.__qualname__}.from_url(url) to register it in wafs.registry.ENGINES"
+        )
 
     # --- the contract --------------------------------------------------------------------
 

@@ -28,7 +28,10 @@ def engine_class(scheme: str) -> type[Engine]:
         known = ", ".join(f"{name}://" for name in ENGINES)
         raise UnknownSchemeError(f"unknown engine URL scheme {scheme + '://'!r}; known: {known}") from None
     module_name, _, class_name = target.partition(":")
-    return getattr(importlib.import_module(module_name), class_name)
+    cls = getattr(importlib.import_module(module_name), class_name)
+    if not (isinstance(cls, type) and issubclass(cls, Engine)):
+        raise TypeError(f"{target} (registered for {scheme}://) is not a wafs.Engine subclass")
+    return cls
 
 
 def open_engine(url: str) -> Engine:
