@@ -57,8 +57,10 @@ def check_prefix(prefix: str) -> str:
 
 def is_valid_key(key: object) -> bool:
     """True when ``key`` obeys the key rules (for filtering keys another client wrote)."""
+    if not isinstance(key, str):
+        return False
     try:
-        check_key(key)  # type: ignore[arg-type]
+        check_key(key)
     except InvalidKeyError:
         return False
     return True

@@ -41,6 +41,8 @@ _ATTEMPTS = 50  # a write retried this often lost every race against concurrent 
 #: set_many: descriptors a group of keys synced at once may hold (each pending key's temp file
 #: and each directory on the way), a quarter of the process limit.
 _SYNC_GROUP = max(16, min(2048, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 4))
+#: What ``FileEngine._walk`` returns (an alias: inside the class, ``list`` is the method).
+_KeyTimes = list[tuple[str, int]]
 
 
 def _name_to_disk(segment: str) -> str:
@@ -602,7 +604,7 @@ class FileEngine(Engine):
 
     # --- helpers -----------------------------------------------------------------------------
 
-    def _walk(self, prefix: str, with_mtime: bool) -> list[tuple[str, int]]:
+    def _walk(self, prefix: str, with_mtime: bool) -> _KeyTimes:
         """``(key, mtime_ns or 0)`` for every key file starting with ``prefix``."""
         complete, _, partial = prefix.rpartition(SEPARATOR)
         parts = complete.split(SEPARATOR) if complete else []
@@ -612,7 +614,7 @@ class FileEngine(Engine):
             return []
         if fds is None:
             return []
-        found: list[tuple[str, int]] = []
+        found: _KeyTimes = []
         stack: list[tuple[int, list[str], str, Iterator[os.DirEntry[str]]]] = []
         try:
             stack.append((fds[-1], parts, partial, _scan(fds[-1])))
