@@ -7,6 +7,7 @@ import ctypes
 import errno
 import logging
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -25,7 +26,7 @@ from ..errors import WafsError
 from ..registry import open_engine
 from .fs import WafsOperations
 
-log = logging.getLogger("wafs.mount")
+log = logging.getLogger(__name__)
 
 READY = b"ready\n"
 START_TIMEOUT = 60.0
@@ -51,14 +52,18 @@ class MountOptions:
 
 
 def mounted_at(mountpoint: str | os.PathLike[str]) -> str | None:
-    """The filesystem type mounted at ``mountpoint`` (``fuse.wafs``…), or None."""
+    """The filesystem type mounted at ``mountpoint`` (``fuse.wafs``…), or None.
+
+    Of several mounts stacked there, the last one listed: the one on top.
+    """
     target = os.path.realpath(mountpoint)
+    found = None
     with open("/proc/self/mounts", encoding="utf-8") as mounts:
         for line in mounts:
             fields = line.split()
             if len(fields) > 2 and _unescape(fields[1]) == target:
                 found = fields[2]
-    return locals().get("found")
+    return found
 
 
 def _unescape(field: str) -> str:
@@ -123,7 +128,7 @@ def serve(engine: Engine, mountpoint: str, options: MountOptions,
     _Fuse(operations, mountpoint, foreground=True, debug=options.debug, nothreads=True, **fuse_options)
 
 
-class _Fuse(mfusepy.FUSE):
+class _Fuse(mfusepy.FUSE):  # type: ignore[misc]  # mfusepy ships no type information
     """mfusepy with the cache mode chosen per open file (see :meth:`WafsOperations.page_cached`)."""
 
     operations: WafsOperations
@@ -186,7 +191,8 @@ def mount(engine_url: str, mountpoint: str, options: MountOptions, *, foreground
     """Mount ``engine_url`` at ``mountpoint``; in the background unless ``foreground``.
 
     In the background this returns once the mount answers, or raises :class:`MountError`
-    with the daemon's own error message.
+    with the daemon's own error message; a daemon that neither mounts nor fails within
+    :data:`START_TIMEOUT` seconds is killed, and the error quotes what it logged.
     """
     mountpoint = os.path.abspath(mountpoint)
     check_mountpoint(mountpoint)
@@ -196,6 +202,7 @@ def mount(engine_url: str, mountpoint: str, options: MountOptions, *, foreground
         with open_engine(engine_url) as engine, _pid_file(mountpoint):
             serve(engine, mountpoint, options, refresh_on_sighup=True)
         return
+    log_start = _size(log_file)
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the daemon
@@ -212,7 +219,7 @@ def mount(engine_url: str, mountpoint: str, options: MountOptions, *, foreground
             os._exit(1)
         os._exit(0)
     os.close(write_end)
-    _wait_for_daemon(read_end, pid, mountpoint)
+    _wait_for_daemon(read_end, pid, mountpoint, log_file, log_start)
 
 
 def _say(fd: int, message: bytes) -> None:
@@ -238,17 +245,85 @@ def _become_daemon(log_file: str | None) -> None:
                         format="%(asctime)s wafs[%(process)d] %(levelname)s %(message)s")
 
 
-def _wait_for_daemon(read_end: int, pid: int, mountpoint: str) -> None:
-    with os.fdopen(read_end, "rb") as pipe:
-        message = pipe.readline()
+def _wait_for_daemon(read_end: int, pid: int, mountpoint: str, log_file: str | None, log_start: int) -> None:
+    """Return once the daemon said it is ready and the mount is listed, within START_TIMEOUT s.
+
+    A daemon that failed has said why before exiting: that is the error. One that neither
+    failed nor mounted in time is stopped (SIGTERM, then SIGKILL) and the error quotes what it
+    wrote to ``log_file`` past ``log_start``.
+    """
+    deadline = time.monotonic() + START_TIMEOUT
+    try:
+        message = _read_line(read_end, deadline)
+    finally:
+        os.close(read_end)
+    if message is not None and message != READY:
+        os.waitpid(pid, 0)
+        reason = message.decode(errors="replace").strip() or "the daemon exited without a word"
+        raise MountError(f"could not mount at {mountpoint}: {reason}")
     if message == READY:
-        deadline = time.monotonic() + START_TIMEOUT
-        while not mounted_at(mountpoint) and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            if mounted_at(mountpoint):
+                return
             time.sleep(0.01)
-        return
-    os.waitpid(pid, 0)
-    reason = message.decode(errors="replace").strip() or "the daemon exited without a word"
-    raise MountError(f"could not mount at {mountpoint}: {reason}")
+        what = "said it was ready, but the mount never appeared"
+    else:
+        what = "neither mounted nor failed"
+    _stop_daemon(pid)
+    if (mounted_at(mountpoint) or "").startswith("fuse"):  # stale now that its daemon is gone
+        with contextlib.suppress(MountError, subprocess.SubprocessError):
+            unmount(mountpoint, lazy=True)
+    raise MountError(f"could not mount at {mountpoint}: the daemon {what} within {START_TIMEOUT:.0f} s "
+                     f"and was killed; {_log_since(log_file, log_start)}")
+
+
+def _read_line(fd: int, deadline: float) -> bytes | None:
+    """What ``fd`` delivers up to a newline or end of file; None when the deadline passes first."""
+    data = b""
+    while not data.endswith(b"\n"):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+            return None
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _stop_daemon(pid: int) -> None:
+    """SIGTERM ``pid`` (libfuse then unmounts), SIGKILL it after UNMOUNT_TIMEOUT s, and reap it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + UNMOUNT_TIMEOUT
+    while os.waitpid(pid, os.WNOHANG) == (0, 0):
+        if time.monotonic() >= deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return
+        time.sleep(0.05)
+
+
+def _size(path: str | None) -> int:
+    try:
+        return os.path.getsize(path) if path else 0
+    except OSError:
+        return 0
+
+
+def _log_since(log_file: str | None, start: int, limit: int = 2000) -> str:
+    """The end of what the daemon logged to ``log_file`` past byte ``start``, for an error message."""
+    if not log_file:
+        return "it had no log file"
+    try:
+        with open(log_file, "rb") as log_text:
+            log_text.seek(start)
+            logged = log_text.read().decode(errors="replace").strip()
+    except OSError as exc:
+        return f"its log {log_file} cannot be read: {exc.strerror}"
+    if not logged:
+        return f"it logged nothing to {log_file}"
+    return f"its log {log_file} ends with:\n{logged[-limit:]}"
 
 
 def unmount(mountpoint: str, *, lazy: bool = False, timeout: float = UNMOUNT_TIMEOUT) -> None:
