@@ -36,7 +36,7 @@ from ..keys import SEPARATOR
 from .sweeper import Sweeper
 from .tree import UNKNOWN, VALUE_NAME, Directory, Tree, displayable
 
-log = logging.getLogger("wafs.mount")
+log = logging.getLogger(__name__)
 
 #: The one table from wafs errors to errno; the first matching class wins.
 ERRNO: tuple[tuple[type[Exception], int], ...] = (
@@ -183,7 +183,7 @@ class Handle:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-class WafsOperations(mfusepy.Operations):
+class WafsOperations(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships no type information
     """mfusepy operations serving ``engine`` as a directory tree."""
 
     use_ns = True
@@ -653,7 +653,8 @@ class WafsOperations(mfusepy.Operations):
 def _inode(tree_path: str) -> int:
     """A stable inode number for a path, so a file keeps its st_ino however long it is open
     (cp checks that it did not change; libfuse's own numbers change when the kernel forgets a
-    node). 63 bits of a hash: a collision needs billions of keys."""
+    node). 62 bits of a hash: the top bit is clear (a positive signed 64-bit number) and bit 1
+    is set (never 0, nor 1, the root's); a collision is likely only past billions of keys."""
     if not tree_path:
         return 1
     digest = hashlib.blake2b(tree_path.encode("utf-8", "surrogateescape"), digest_size=8).digest()

@@ -17,7 +17,7 @@ import time
 from ..engine import Engine
 from ..keys import is_under
 
-log = logging.getLogger("wafs.mount")
+log = logging.getLogger(__name__)
 RETRY_SECONDS = 5.0
 
 

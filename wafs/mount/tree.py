@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from ..engine import Engine, Kind
 from ..keys import SEPARATOR, is_valid_key
 
-log = logging.getLogger("wafs.mount")
+log = logging.getLogger(__name__)
 
 #: The listed name under which a directory shows the value of the key with its own name
 #: (possible in Redis, PostgreSQL and memory, where ``a`` and ``a/b`` can both exist).
@@ -139,9 +139,13 @@ class Tree:
         )
 
     def refresh(self) -> None:
-        """Read the whole store again (bulk engines) or forget every listing (directory engines)."""
+        """Read the store again, however fresh the tree is.
+
+        Bulk engines: the whole store, at once, from a read that starts after this call.
+        Directory engines: every listing is forgotten, so each is read on its next access.
+        """
         if self.bulk:
-            self._rescan()
+            self._rescan(force=True)
         else:
             self.invalidate()
 
@@ -198,9 +202,9 @@ class Tree:
     def stop(self) -> None:
         self._stopped.set()
 
-    def _rescan(self) -> None:
+    def _rescan(self, force: bool = False) -> None:
         with self._load_lock:
-            if not self._scan_failed and not self._stale(self.root):
+            if not force and not self._scan_failed and not self._stale(self.root):
                 return  # another thread rebuilt it while this one waited
             started = self._begin_listing()
             try:
@@ -553,13 +557,3 @@ class Tree:
                 if isinstance(entry, Directory):
                     yield entry
                     stack.append(entry)
-
-    def count(self) -> tuple[int, int]:
-        """``(directories, files)`` held in the tree."""
-        with self.lock:
-            dirs = files = 0
-            for directory in [self.root, *self._walk_dirs(self.root)]:
-                dirs += 1
-                files += sum(1 for e in directory.entries.values() if not isinstance(e, Directory))
-                files += directory.value is not None
-            return dirs, files
