@@ -42,6 +42,8 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'wafs' has no attribute {name!r}")
 
 
+# What ``from wafs import *`` brings: every name that imports without an optional dependency,
+# so PostgresEngine (psycopg) is left out; ``wafs.PostgresEngine`` imports it on first use.
 __all__ = [
     "BackendError",
     "BackendUnavailableError",
@@ -54,7 +56,6 @@ __all__ = [
     "MemoryEngine",
     "MissingDependencyError",
     "NoSpaceError",
-    "PostgresEngine",
     "RedisClient",
     "RedisEngine",
     "UnknownSchemeError",
