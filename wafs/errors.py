@@ -1,4 +1,8 @@
-"""The errors wafs raises. Third-party errors are translated into these in one place per engine."""
+"""The errors wafs raises.
+
+Each engine turns the errors of its store's client (redis-py, psycopg, the operating system)
+into these in one place in its module, and raises them from the original error.
+"""
 
 from __future__ import annotations
 
