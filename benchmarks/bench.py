@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import itertools
 import os
 import platform
 import shlex
@@ -304,8 +305,8 @@ def run_size(name: str, targets: list[str], timeout: float) -> Result:
                 result.figures.setdefault("mount", {})[target] = figure
                 pid = daemon_pid(mountpoint) if target != "bindfs" else None
                 after_mount = vm_kib(pid, "VmHWM") if pid else 0
-                measure_target(target, mountpoint, chat_on_disk if target == "bindfs" else chat, result, work, timeout,
-                               redis if target == "redis" else None)
+                measure_target(target, mountpoint, chat_on_disk if target == "bindfs" else chat, result, work,
+                               timeout, redis if target == "redis" else None)
                 if pid:
                     result.daemons[target] = Daemon(result.keys, after_mount, vm_kib(pid, "VmHWM"))
 
@@ -348,7 +349,8 @@ def measure_big_redis(redis: MeasuredRedis, size: Size, chat: str, result: Resul
         if result.big_rm.seconds is not None:
             result.big_swept = result.big_rm.seconds + time.perf_counter() - started
         result.big_rm.calls = delta(before, redis.calls())
-    log(f"big Redis ({result.big_keys} keys): rm -r one chat {result.big_rm.seconds} s, swept {result.big_swept} s")
+    log(f"big Redis ({result.big_keys} keys): rm -r one chat {result.big_rm.seconds} s, "
+        f"swept {result.big_swept} s")
 
 
 def glob_escape(text: str) -> str:
@@ -394,21 +396,25 @@ def figures_table(result: Result, targets: list[str]) -> list[str]:
         cells = []
         for target in targets:
             figure = row.get(target)
-            cells.append("n/a" if figure is None else fmt(figure.seconds) + (f" ({figure.note})" if
-                                                                                 figure.seconds is None else ""))
+            if figure is None:
+                cells.append("n/a")
+            else:
+                cells.append(fmt(figure.seconds) + (f" ({figure.note})" if figure.seconds is None else ""))
         lines.append(f"| {label} | {' | '.join(cells)} | {ratio(row.get('redis'), row.get('bindfs'))} | "
-                     f"{ratio(row.get('redis'), row.get('native'))} | {calls_text(row.get('redis'), result.files, op)} |")
+                     f"{ratio(row.get('redis'), row.get('native'))} | "
+                     f"{calls_text(row.get('redis'), result.files, op)} |")
     return lines
 
 
 def memory_table(result: Result) -> list[str]:
     lines = [
-        "| daemon | keys held | VmHWM after mount + `ls` | VmHWM at end | tree bytes/key (after mount − empty daemon) "
-        "| bytes/key at end (VmHWM ÷ keys) |",
+        "| daemon | keys held | VmHWM after mount + `ls` | VmHWM at end "
+        "| tree bytes/key (after mount − empty daemon) | bytes/key at end (VmHWM ÷ keys) |",
         "|---|---|---|---|---|---|",
     ]
     for target, daemon in result.daemons.items():
-        tree = (daemon.after_mount_kib - result.empty_daemon_kib) * 1024 / daemon.keys if result.empty_daemon_kib else 0
+        tree = ((daemon.after_mount_kib - result.empty_daemon_kib) * 1024 / daemon.keys
+                if result.empty_daemon_kib else 0)
         lines.append(
             f"| {TITLES[target]} | {daemon.keys} | {daemon.after_mount_kib / 1024:.1f} MiB | "
             f"{daemon.peak_kib / 1024:.1f} MiB | {tree:.0f} | {daemon.peak_kib * 1024 / daemon.keys:.0f} |"
@@ -424,7 +430,8 @@ def targets_table(result: Result) -> list[str]:
         r, b = figures.get(op, {}).get("redis"), figures.get(op, {}).get("bindfs")
         if r is None or b is None or r.seconds is None or b.seconds is None:
             return "—", None
-        return f"{fmt(r.seconds)} vs bindfs {fmt(b.seconds)} ({r.seconds / b.seconds:.2f}×)", r.seconds <= b.seconds
+        text = f"{fmt(r.seconds)} vs bindfs {fmt(b.seconds)} ({r.seconds / b.seconds:.2f}×)"
+        return text, r.seconds <= b.seconds
 
     rows: list[tuple[str, str, bool | None]] = []
     mount_fig = figures.get("mount", {}).get("redis")
@@ -443,8 +450,9 @@ def targets_table(result: Result) -> list[str]:
     daemon = result.daemons.get("redis")
     if daemon and result.empty_daemon_kib:
         tree = (daemon.after_mount_kib - result.empty_daemon_kib) * 1024 / daemon.keys
-        rows.append(("≤ 300 bytes daemon memory per key held (Redis tree)", f"{tree:.0f} B/key "
-                     f"({daemon.peak_kib * 1024 / daemon.keys:.0f} B/key counting the whole peak)", tree <= 300))
+        peak = daemon.peak_kib * 1024 / daemon.keys
+        rows.append(("≤ 300 bytes daemon memory per key held (Redis tree)",
+                     f"{tree:.0f} B/key ({peak:.0f} B/key counting the whole peak)", tree <= 300))
     lines = ["| target (DESIGN §3) | figure | met |", "|---|---|---|"]
     for what, figure, met in rows:
         lines.append(f"| {what} | {figure} | {'—' if met is None else 'yes' if met else '**no**'} |")
@@ -453,16 +461,17 @@ def targets_table(result: Result) -> list[str]:
 
 def growth_table(results: list[Result], targets: list[str]) -> list[str]:
     sizes = [r.size for r in results]
-    lines = [f"| figure | {' | '.join(f'{s} ({r.keys} keys)' for s, r in zip(sizes, results))} | growth per step |",
-             "|---" * (len(sizes) + 2) + "|"]
+    columns = " | ".join(f"{s} ({r.keys} keys)" for s, r in zip(sizes, results, strict=True))
+    lines = [f"| figure | {columns} | growth per step |", "|---" * (len(sizes) + 2) + "|"]
     for op in ["mount", *(op for op, _, _ in OPERATIONS)]:
         for target in targets:
             values = [r.figures.get(op, {}).get(target) for r in results]
             if all(v is None for v in values):
                 continue
             secs = [v.seconds if v else None for v in values]
-            steps = [f"{b / a:.1f}×" if a and b else "—" for a, b in zip(secs, secs[1:])]
-            lines.append(f"| {op} · {TITLES[target]} | {' | '.join(fmt(s) for s in secs)} | {', '.join(steps)} |")
+            steps = [f"{b / a:.1f}×" if a and b else "—" for a, b in itertools.pairwise(secs)]
+            figures = " | ".join(fmt(s) for s in secs)
+            lines.append(f"| {op} · {TITLES[target]} | {figures} | {', '.join(steps)} |")
     big = [r.big_rm.seconds for r in results]
     lines.append(f"| rm -r one chat · big Redis | {' | '.join(fmt(s) for s in big)} | |")
     return lines
@@ -471,7 +480,8 @@ def growth_table(results: list[Result], targets: list[str]) -> list[str]:
 def machine() -> list[str]:
     mem_kib = vm_meminfo()
     return [
-        f"- CPUs (`nproc`): {os.cpu_count()}; memory: {mem_kib / 1024 / 1024:.1f} GiB; kernel: {platform.release()}",
+        f"- CPUs (`nproc`): {os.cpu_count()}; memory: {mem_kib / 1024 / 1024:.1f} GiB; "
+        f"kernel: {platform.release()}",
         f"- Python {platform.python_version()}; {tool_version(['redis-server', '--version'])}; "
         f"{tool_version([glob_postgres(), '--version'])}; {tool_version(['bindfs', '--version'])}",
     ]
@@ -489,7 +499,8 @@ def glob_postgres() -> str:
 
 def tool_version(command: list[str]) -> str:
     try:
-        return subprocess.run(command, capture_output=True, text=True, timeout=10).stdout.strip().splitlines()[0]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=10)
+        return result.stdout.strip().splitlines()[0]
     except (OSError, IndexError, subprocess.TimeoutExpired):
         return f"{command[0]}: unknown version"
 
@@ -538,7 +549,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=[*SIZES, "all"], default="medium",
                         help="session size; all = small, medium and large (large takes long)")
-    parser.add_argument("--targets", default=",".join(TARGETS), help=f"comma-separated subset of {','.join(TARGETS)}")
+    parser.add_argument("--targets", default=",".join(TARGETS),
+                        help=f"comma-separated subset of {','.join(TARGETS)}")
     parser.add_argument("--output", default=str(ROOT / "docs" / "benchmarks.md"), help="markdown report path")
     parser.add_argument("--warm", action="store_true", help="do not drop the page cache between operations")
     parser.add_argument("--op-timeout", type=float, default=900.0, help="seconds one operation may take")
@@ -552,7 +564,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown targets: {', '.join(sorted(unknown))}")
     sizes = ["small", "medium", "large"] if args.size == "all" else [args.size]
     results = [run_size(size, targets, args.op_timeout) for size in sizes]
-    command = "scripts/bench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    arguments = argv if argv is not None else sys.argv[1:]
+    command = "scripts/bench " + " ".join(shlex.quote(a) for a in arguments)
     text = report(results, targets, command.strip())
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(text + "\n", encoding="utf-8")

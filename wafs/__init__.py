@@ -22,7 +22,7 @@ from .errors import (
 from .registry import open_engine
 
 if TYPE_CHECKING:
-    from .engines.postgres import PostgresEngine
+    from .engines.postgres import PostgresEngine as PostgresEngine
     from .engines.redis import RedisClient, RedisEngine
 
 __version__ = "0.1.0"

@@ -84,7 +84,8 @@ def _decode(data: bytes, source: str) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise click.ClickException(
-            f"{source} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); nothing written"
+            f"{source} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+            "nothing written"
         ) from exc
 
 
@@ -110,8 +111,10 @@ def main() -> None:
 
 @main.command(name="ls")
 @click.argument("prefix", default="")
-@click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True, help="Skip this many keys.")
-@click.option("--limit", type=click.IntRange(min=0), default=None, help="Show at most this many keys  [default: 50]")
+@click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Skip this many keys.")
+@click.option("--limit", type=click.IntRange(min=0), default=None,
+              help="Show at most this many keys  [default: 50]")
 @click.option("--all", "show_all", is_flag=True, help="Show every key (no limit).")
 @engine_option
 def ls_command(prefix: str, offset: int, limit: int | None, show_all: bool, engine_url: str) -> None:
@@ -141,7 +144,8 @@ def ls_command(prefix: str, offset: int, limit: int | None, show_all: bool, engi
     for key in keys:
         click.echo(key)
     if more:
-        click.echo(f"(more keys follow: --offset {offset + len(keys)} for the next page, --all for every key)", err=True)
+        click.echo(f"(more keys follow: --offset {offset + len(keys)} for the next page, "
+                   "--all for every key)", err=True)
 
 
 @main.command(name="get")
@@ -150,7 +154,8 @@ def ls_command(prefix: str, offset: int, limit: int | None, show_all: bool, engi
 def get_command(key: str, engine_url: str) -> None:
     """Print the value of KEY.
 
-    The value goes to stdout exactly as stored, with no newline added. Exits 1 with "no such key" when KEY holds no value.
+    The value goes to stdout exactly as stored, with no newline added. Exits 1 with
+    "no such key" when KEY holds no value.
 
     \b
         wafs get session/creds | python -m json.tool
@@ -172,8 +177,9 @@ def get_command(key: str, engine_url: str) -> None:
 def set_command(key: str, value: str | None, engine_url: str) -> None:
     """Store VALUE (or stdin) under KEY.
 
-    Without VALUE, stores what stdin holds, all of it, as is. Values are UTF-8 text: other bytes are refused and nothing is written. An empty
-    value is a value (an empty file), not a delete; use wafs rm to delete.
+    Without VALUE, stores what stdin holds, all of it, as is. Values are UTF-8 text: other
+    bytes are refused and nothing is written. An empty value is a value (an empty file), not
+    a delete; use wafs rm to delete.
 
     \b
         wafs set contact/123@s.whatsapp.net/index '{"name": "John"}'
@@ -223,8 +229,10 @@ def rm_command(key: str, dry_run: bool, engine_url: str) -> None:
 @click.argument("src_url", metavar="SRC_URL")
 @click.argument("dst_url", metavar="DST_URL")
 @click.option("--prefix", default="", help="Copy only the keys that start with this prefix.")
-@click.option("--batch", type=click.IntRange(min=1), default=500, show_default=True, help="Keys per read and write.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary; failures are still reported.")
+@click.option("--batch", type=click.IntRange(min=1), default=500, show_default=True,
+              help="Keys per read and write.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="No progress bar and no summary; failures are still reported.")
 def copy_command(src_url: str, dst_url: str, prefix: str, batch: int, quiet: bool) -> None:
     """Copy keys from one engine to another.
 
@@ -263,8 +271,10 @@ def copy_command(src_url: str, dst_url: str, prefix: str, batch: int, quiet: boo
 
 
 @main.command(name="demo")
-@click.option("--chats", type=click.IntRange(min=0), default=20, show_default=True, help="Chats (a fifth are groups).")
-@click.option("--messages", type=click.IntRange(min=0), default=50, show_default=True, help="Messages per chat.")
+@click.option("--chats", type=click.IntRange(min=0), default=20, show_default=True,
+              help="Chats (a fifth are groups).")
+@click.option("--messages", type=click.IntRange(min=0), default=50, show_default=True,
+              help="Messages per chat.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same session.")
 @click.option("--force", is_flag=True, help="Write even if the engine already holds keys.")
 @engine_option
@@ -305,12 +315,13 @@ def demo_command(chats: int, messages: int, seed: int, force: bool, engine_url: 
               help="Seconds a listing or a value read from the store is trusted, without a change feed.")
 @click.option("--cache-size", type=click.IntRange(min=0), default=64, show_default=True,
               help="MiB of values the daemon may keep.")
-@click.option("--umask", default="077", show_default=True, help="Octal umask for file (0666) and directory (0777) modes.")
+@click.option("--umask", default="077", show_default=True,
+              help="Octal umask for file (0666) and directory (0777) modes.")
 @click.option("--allow-other", is_flag=True, help="Let other users see the mount (needs user_allow_other).")
 @click.option("--log-file", type=click.Path(dir_okay=False), default=None,
               help="Where the background daemon logs  [default: ~/.cache/wafs/MOUNTPOINT.log]")
-def mount_command(mountpoint: str, engine_url: str, read_only: bool, foreground: bool, debug: bool, ttl: float,
-                  cache_size: int, umask: str, allow_other: bool, log_file: str | None) -> None:
+def mount_command(mountpoint: str, engine_url: str, read_only: bool, foreground: bool, debug: bool,
+                  ttl: float, cache_size: int, umask: str, allow_other: bool, log_file: str | None) -> None:
     """Mount the store at MOUNTPOINT as a directory tree.
 
     Key chat/123@s.whatsapp.net/index becomes the file
@@ -330,8 +341,8 @@ def mount_command(mountpoint: str, engine_url: str, read_only: bool, foreground:
         mask = int(umask, 8)
     except ValueError:
         raise click.BadParameter(f"{umask!r} is not an octal number", param_hint="--umask") from None
-    options = MountOptions(read_only=read_only, ttl=ttl, cache_bytes=cache_size << 20, allow_other=allow_other,
-                           umask=mask, debug=debug)
+    options = MountOptions(read_only=read_only, ttl=ttl, cache_bytes=cache_size << 20,
+                           allow_other=allow_other, umask=mask, debug=debug)
     if foreground or debug:
         import logging
 

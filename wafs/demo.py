@@ -89,7 +89,8 @@ ENGLISH = [
 ]
 ITEMS = ["empanadas", "alfajores", "cajas", "remeras", "zapatillas", "pizzas", "medialunas", "notebooks",
          "coffee beans", "t-shirts", "chairs", "tickets"]
-PLACES = ["la oficina", "el centro", "Palermo", "la estación", "el café de siempre", "Main Street", "the airport"]
+PLACES = ["la oficina", "el centro", "Palermo", "la estación", "el café de siempre", "Main Street",
+          "the airport"]
 DAYS_ES = ["lunes", "martes", "miércoles", "jueves", "viernes", "sábado", "domingo"]
 DAYS_EN = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 LINKS = ["https://maps.app.goo.gl/x7Qz", "https://www.mercadolibre.com.ar/p/MLA1234", "https://youtu.be/dQw4w9WgXcQ"]
@@ -166,7 +167,9 @@ class _Session:
     def _group(self) -> Chat:
         members = self.rng.sample(self.contacts, min(len(self.contacts), self.rng.randint(3, 12)))
         creator = members[0].jid.split("@")[0]
-        cid = self._unique(lambda: f"{creator}-{BASE_TIMESTAMP - self.rng.randrange(90 * 86400, 900 * 86400)}@g.us")
+        cid = self._unique(
+            lambda: f"{creator}-{BASE_TIMESTAMP - self.rng.randrange(90 * 86400, 900 * 86400)}@g.us"
+        )
         return Chat(cid, self.rng.choice(GROUP_SUBJECTS), self.rng.random() < 0.7, members)
 
     def message_id(self, from_me: bool) -> str:
@@ -181,7 +184,8 @@ class _Session:
         template = rng.choice(SPANISH if chat.spanish else ENGLISH)
         return template.format(
             name=rng.choice(FIRST_NAMES), n=rng.randint(1000, 9999), qty=rng.randint(1, 24),
-            item=rng.choice(ITEMS), place=rng.choice(PLACES), time=f"{rng.randint(8, 22)}:{rng.choice(['00', '30'])}",
+            item=rng.choice(ITEMS), place=rng.choice(PLACES),
+            time=f"{rng.randint(8, 22)}:{rng.choice(['00', '30'])}",
             day=rng.choice(DAYS_ES if chat.spanish else DAYS_EN), amount=rng.randint(5, 900) * 100,
         )
 
@@ -208,7 +212,11 @@ def _session_items(s: _Session) -> Iterator[tuple[str, str]]:
         "accountSyncCounter": 1,
         "accountSettings": {"unarchiveChats": False},
         "registered": True,
-        "me": {"id": me.jid.replace("@", f":{device}@"), "lid": me.lid.replace("@", f":{device}@"), "name": me.name},
+        "me": {
+            "id": me.jid.replace("@", f":{device}@"),
+            "lid": me.lid.replace("@", f":{device}@"),
+            "name": me.name,
+        },
         "account": {
             "details": s.buffer(40), "accountSignatureKey": s.buffer(32),
             "accountSignature": s.buffer(64), "deviceSignature": s.buffer(64),
@@ -243,13 +251,16 @@ def _session_items(s: _Session) -> Iterator[tuple[str, str]]:
             memory = {member.jid.replace("@", ":0@"): True for member in chat.members}
             yield signal_key("sender-key-memory", chat.cid), _dumps(memory)
             sender = chat.members[0].jid.split("@")[0]
-            sender_key = [{"senderKeyId": rng.randint(1, 2**31), "senderChainKey": {"iteration": 0, "seed": s.buffer(32)},
+            sender_key = [{"senderKeyId": rng.randint(1, 2**31),
+                           "senderChainKey": {"iteration": 0, "seed": s.buffer(32)},
                            "senderSigningKey": {"public": s.buffer(33)}, "senderMessageKeys": []}]
             yield signal_key("sender-key", f"{chat.cid}::{sender}::0"), _dumps(sender_key)
     for n in range(3):
         key_id = f"AAAAA{n}{rng.choice('ABCDEFGH')}{rng.choice('xyzw')}"
-        sync_key = {"keyData": s.buffer(32), "fingerprint": {"rawId": rng.randint(1, 2**31), "currentIndex": n,
-                    "deviceIndexes": [0, 1]}, "timestamp": str((BASE_TIMESTAMP - 86400 * n) * 1000)}
+        sync_key = {"keyData": s.buffer(32),
+                    "fingerprint": {"rawId": rng.randint(1, 2**31), "currentIndex": n,
+                                    "deviceIndexes": [0, 1]},
+                    "timestamp": str((BASE_TIMESTAMP - 86400 * n) * 1000)}
         yield signal_key("app-state-sync-key", key_id), _dumps(sync_key)
     for name in APP_STATE_NAMES:
         version = {"version": rng.randint(1, 900), "hash": s.buffer(128), "indexValueMap": {}}
@@ -377,7 +388,7 @@ def demo_items(chats: int = 20, messages: int = 50, seed: int = 0) -> Iterator[t
     yield from _session_items(s)
     yield from _contact_items(s)
     newest = sorted(BASE_TIMESTAMP - s.rng.randrange(0, 30 * 86400) for _ in s.chats)
-    for chat, last in zip(s.chats, newest):
+    for chat, last in zip(s.chats, newest, strict=True):
         yield from _chat_items(s, chat, last)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import enum
 import functools
 import inspect
+import itertools
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -99,7 +100,9 @@ def _first_parameters(method: Callable[..., Any], count: int) -> tuple[inspect.S
     signature = inspect.signature(method)
     names = list(signature.parameters)[1:count + 1]
     if len(names) < count:
-        raise TypeError(f"{method.__qualname__} must take {count} arguments after self, as Engine.{method.__name__}")
+        raise TypeError(
+            f"{method.__qualname__} must take {count} arguments after self, as Engine.{method.__name__}"
+        )
     return signature, names
 
 
@@ -200,8 +203,8 @@ class Engine(ABC):
         raises :class:`NotImplementedError`.
         """
         raise NotImplementedError(
-            f"{cls.__qualname__} cannot be opened from a URL ({url!r}): "
-            f"implement the classmethod {cls.__qualname__}.from_url(url) to register it in wafs.registry.ENGINES"
+            f"{cls.__qualname__} cannot be opened from a URL ({url!r}): implement the classmethod "
+            f"{cls.__qualname__}.from_url(url) to register it in wafs.registry.ENGINES"
         )
 
     # --- the contract --------------------------------------------------------------------
@@ -244,7 +247,7 @@ class Engine(ABC):
     def items(self, prefix: str = "", batch: int = 500) -> Iterator[tuple[str, str]]:
         """Yield ``(key, value)`` for every key under ``prefix``, reading ``batch`` keys at a time."""
         keys = self.iter_keys(prefix)
-        while chunk := [key for _, key in zip(range(batch), keys)]:
+        while chunk := list(itertools.islice(keys, batch)):
             for key, value in self.get_many(chunk).items():
                 if value is not None:
                     yield key, value
@@ -316,10 +319,10 @@ class Engine(ABC):
         """
         return None
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a no-op unless the engine holds something to release
         """Release connections and files; the engine is not used afterwards."""
 
-    def __enter__(self) -> Engine:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -186,7 +186,8 @@ class FileEngine(Engine):
     def _fail(self, action: str, key: str, exc: OSError) -> NoReturn:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise NoSpaceError(
-                f"cannot {action} {key!r} in {self.base}: {exc.strerror} (no space left; the old value is kept)"
+                f"cannot {action} {key!r} in {self.base}: {exc.strerror} "
+                "(no space left; the old value is kept)"
             ) from exc
         raise BackendError(f"cannot {action} {key!r} in {self.base}: {exc}") from exc
 
@@ -234,7 +235,8 @@ class FileEngine(Engine):
         return fds
 
     def _open_below(self, parent: int, path: list[str], key: str, create: bool) -> int | None:
-        """Open directory ``path[-1]`` in ``parent`` (``path`` leads to it from base); as :meth:`_open_chain`."""
+        """Open directory ``path[-1]`` in ``parent`` (``path`` leads to it from base), as :meth:`_open_chain`
+        opens the last of its names."""
         name = path[-1]
         if create:
             try:

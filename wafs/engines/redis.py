@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import itertools
 import time
 import urllib.parse
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -107,7 +108,7 @@ def _chunks(items: Sequence[_T], size: int = CHUNK) -> Iterator[Sequence[_T]]:
 def _common_prefix(names: Collection[bytes]) -> bytes:
     """The longest prefix shared by all of ``names`` (byte by byte, not by segment); not empty."""
     low, high = min(names), max(names)  # the common prefix of all is that of the extremes
-    for index, (a, b) in enumerate(zip(low, high)):
+    for index, (a, b) in enumerate(zip(low, high, strict=False)):  # stops at the shorter
         if a != b:
             return low[:index]
     return low
@@ -245,9 +246,10 @@ class RedisEngine(Engine):
         ``rediss://`` and ``unix:///path/redis.sock?db=0`` work as redis-py parses them; every
         other query parameter goes to redis-py. ``redis+cluster://[user:pass@]host:port?prefix=…``
         opens a ``RedisCluster`` from that startup node (it discovers the others; same
-        ``prefix`` and ``timeout``; no database number; see docs/cluster.md). ``prefix`` defaults to ``wa:default``,
-        ``timeout`` (seconds per command) to 5. ``notifications=enable`` lets :meth:`watch` turn
-        on the server's keyspace notifications (``enable_notifications=True``). The client is created here, with
+        ``prefix`` and ``timeout``; no database number; see docs/cluster.md). ``prefix``
+        defaults to ``wa:default``, ``timeout`` (seconds per command) to 5.
+        ``notifications=enable`` lets :meth:`watch` turn on the server's keyspace notifications
+        (``enable_notifications=True``). The client is created here, with
         ``decode_responses=False``, and closed by :meth:`close`.
         """
         parts = urllib.parse.urlsplit(url)
@@ -272,7 +274,8 @@ class RedisEngine(Engine):
                 urllib.parse.urlunsplit(parts._replace(query=rest)),
                 socket_timeout=timeout,
                 socket_connect_timeout=min(CONNECT_TIMEOUT, timeout),
-                retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), RETRIES, supported_errors=(rx.ConnectionError,)),
+                retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), RETRIES,
+                            supported_errors=(rx.ConnectionError,)),
                 decode_responses=False,
             )
         engine = cls(client, prefix, enable_notifications=notifications == "enable")
@@ -327,8 +330,8 @@ class RedisEngine(Engine):
         for attempt in range(1, CLUSTER_PASSES + 1):
             try:
                 before = self._cluster_layout()
-                order = sorted(client.get_primaries(),
-                               key=lambda node: (not _migrates_out(before[node.name]), _migrates_in(before[node.name])))
+                order = sorted(client.get_primaries(), key=lambda node: (
+                    not _migrates_out(before[node.name]), _migrates_in(before[node.name])))
                 for node in order:
                     yield from client.get_redis_connection(node).scan_iter(match=pattern, count=CHUNK)
                 if self._cluster_layout() == before:
@@ -357,7 +360,7 @@ class RedisEngine(Engine):
         start = self._base + _common_prefix(wanted)
         doomed = (full for full in self._scan(start) if _under_any(full[base:], wanted))
         with self._translated("cascade delete"):
-            while batch := [full for _, full in zip(range(CHUNK), doomed)]:
+            while batch := list(itertools.islice(doomed, CHUNK)):
                 self.client.delete(*batch)
 
     # --- the contract ----------------------------------------------------------------------
@@ -392,7 +395,7 @@ class RedisEngine(Engine):
         replies: dict[str, bytes | str | None] = {}
         with self._translated(f"read {len(keys)} keys"):
             for chunk in _chunks(keys):
-                replies.update(zip(chunk, self._mget([self._full(key) for key in chunk])))
+                replies.update(zip(chunk, self._mget([self._full(key) for key in chunk]), strict=True))
         return {key: self._value(replies[key], key) for key in keys}
 
     def set_many(self, items: Mapping[str, str]) -> None:
@@ -412,13 +415,13 @@ class RedisEngine(Engine):
                 pipe = self.client.pipeline(transaction=False)
                 for key in chunk:
                     pipe.strlen(self._full(key))
-                lengths.update(zip(chunk, pipe.execute()))
+                lengths.update(zip(chunk, pipe.execute(), strict=True))
             zero = [key for key in keys if lengths[key] == 0]
             for chunk in _chunks(zero):
                 pipe = self.client.pipeline(transaction=False)
                 for key in chunk:
                     pipe.exists(self._full(key))
-                for key, exists in zip(chunk, pipe.execute()):
+                for key, exists in zip(chunk, pipe.execute(), strict=True):
                     lengths[key] = 0 if exists else None
         return {key: lengths[key] for key in keys}
 

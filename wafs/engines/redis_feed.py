@@ -95,7 +95,8 @@ def _notifications_on(client: redis.Redis, enable: bool) -> bool:
         return False
     added = "".join(flag for flag in NEEDED_EVENTS if flag not in flags)
     client.config_set("notify-keyspace-events", flags + added)
-    log.warning("enabled keyspace notifications on %s: notify-keyspace-events %r", _describe(client), flags + added)
+    log.warning("enabled keyspace notifications on %s: notify-keyspace-events %r",
+                _describe(client), flags + added)
     return True
 
 
@@ -124,7 +125,8 @@ class _Subscriber:
         except BaseException:
             self._release()
             raise
-        self._thread = threading.Thread(target=self._run, args=(pubsub,), name="wafs-redis-watch", daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(pubsub,), name="wafs-redis-watch",
+                                        daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -339,7 +341,8 @@ def watch_cluster(client: RedisCluster, base: bytes, on_change: Callable[[str | 
                 try:
                     _notifications_on(topology.admin(address), True)
                 except (rx.RedisError, OSError) as exc:
-                    log.warning("could not enable keyspace notifications on replica %s:%s (%s)", *address, exc)
+                    log.warning("could not enable keyspace notifications on replica %s:%s (%s)",
+                                *address, exc)
         if not all(_notifications_on(topology.admin(address), enable) for address in sorted(layout)):
             topology.close()
             return None
@@ -364,7 +367,10 @@ class RedisClusterWatch(Watch):
 
     def __init__(self, topology: _Topology, layout: dict[Address, tuple[str, ...]], base: bytes,
                  on_change: Callable[[str | None, bool], None], enable: bool) -> None:
-        """Subscribe to every primary of ``layout`` (confirmed before returning); see :func:`watch_cluster`."""
+        """Subscribe to every primary of ``layout``, each confirmed before this returns.
+
+        Made by :func:`watch_cluster`.
+        """
         self._topology = topology
         self._channel = b"__keyspace@0__:" + base
         self._on_change = on_change
@@ -445,7 +451,10 @@ class RedisClusterWatch(Watch):
             self._on_change(None, True)
 
     def _follow(self, layout: dict[Address, tuple[str, ...]]) -> None:
-        """Subscribe to new primaries (confirmed) and drop the old; the layout is kept only when all worked."""
+        """Subscribe to new primaries (confirmed) and drop the old ones.
+
+        The layout is kept only when every subscription worked, so the next check tries again.
+        """
         with self._lock:
             current = dict(self._subscribers)
         complete = True

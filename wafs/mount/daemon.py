@@ -119,7 +119,8 @@ def serve(engine: Engine, mountpoint: str, options: MountOptions,
         fuse_options["ro"] = True
     if options.allow_other:
         fuse_options["allow_other"] = True
-    log.info("serving %r at %s (%s)", engine, mountpoint, "change feed" if following else f"TTL {options.ttl} s")
+    log.info("serving %r at %s (%s)", engine, mountpoint,
+             "change feed" if following else f"TTL {options.ttl} s")
     if refresh_on_sighup:
         _refresh_on_sighup(operations)
     # One FUSE thread: Python serves one request at a time anyway (the GIL), and handing
@@ -364,7 +365,9 @@ def daemon_pid(mountpoint: str | os.PathLike[str]) -> int:
         pid = int(Path(_state_file(mountpoint, ".pid")).read_text())
         os.kill(pid, 0)
     except (OSError, ValueError) as exc:
-        raise MountError(f"no live wafs daemon is known for {mountpoint} (was it mounted by 'wafs mount'?)") from exc
+        raise MountError(
+            f"no live wafs daemon is known for {mountpoint} (was it mounted by 'wafs mount'?)"
+        ) from exc
     return pid
 
 

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from ..engine import Engine, Kind
-from ..keys import SEPARATOR, is_valid_key
+from ..keys import SEPARATOR, is_under, is_valid_key
 
 log = logging.getLogger(__name__)
 
@@ -422,8 +422,8 @@ class Tree:
 
     def drop_tree(self, key: str) -> None:
         with self.lock:
-            self.hidden = {k for k in self.hidden if not (k == key or k.startswith(key + SEPARATOR))}
-            self._local_dirs = {d for d in self._local_dirs if not (d == key or d.startswith(key + SEPARATOR))}
+            self.hidden = {k for k in self.hidden if not is_under(k, key)}
+            self._local_dirs = {d for d in self._local_dirs if not is_under(d, key)}
         self._change(_Change("drop_tree", key))
 
     def forget(self, key: str) -> None:
@@ -501,7 +501,8 @@ class Tree:
                 break
             del path[depth - 1].entries[names[depth - 1]]
 
-    def _set_size(self, key: str, size: int | None, root: Directory | None = None, create: bool = False) -> None:
+    def _set_size(self, key: str, size: int | None, root: Directory | None = None,
+                  create: bool = False) -> None:
         root = root or self.root
         parent_path, _, name = key.rpartition(SEPARATOR)
         parent = self._make_dirs(root, parent_path) if create else self._find_dir(parent_path, root)
