@@ -8,6 +8,7 @@ import logging
 import pkgutil
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 
@@ -89,9 +90,13 @@ def test_list_checks_still_apply_with_keywords() -> None:
 
 def test_a_list_without_the_three_parameters_is_refused_at_class_creation() -> None:
     with pytest.raises(TypeError, match="3 arguments after self"):
-        class _Broken(MemoryEngine):
+        class _Short(MemoryEngine):
             def list(self, prefix: str = "") -> list[str]:  # type: ignore[override]
                 return []
+    with pytest.raises(TypeError, match="1 arguments after self"):
+        class _Unnamed(MemoryEngine):
+            def iter_keys(self, *args: str) -> Iterator[str]:  # type: ignore[override]
+                return iter([])
 
 
 def test_from_url_defaults_to_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:

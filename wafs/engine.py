@@ -98,7 +98,9 @@ def _checks_set_many(method: Callable[..., Any]) -> Callable[..., Any]:
 def _first_parameters(method: Callable[..., Any], count: int) -> tuple[inspect.Signature, list[str]]:
     """``method``'s signature and the names of its ``count`` parameters after ``self``."""
     signature = inspect.signature(method)
-    names = list(signature.parameters)[1:count + 1]
+    named = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    first = list(signature.parameters.values())[1:count + 1]
+    names = [parameter.name for parameter in first if parameter.kind in named]
     if len(names) < count:
         raise TypeError(
             f"{method.__qualname__} must take {count} arguments after self, as Engine.{method.__name__}"
