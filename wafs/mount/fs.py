@@ -480,7 +480,8 @@ class WafsOperations(mfusepy.Operations):  # type: ignore[misc]  # mfusepy ships
             open_writers = [h for h in self._handles.values() if h.key == key and h.writable]
         for handle in open_writers:
             with handle.lock:
-                _resize(handle.data, length)  # type: ignore[arg-type]
+                assert isinstance(handle.data, bytearray)  # a writable handle's pending value
+                _resize(handle.data, length)
                 handle.dirty = True
         if open_writers:
             return 0
