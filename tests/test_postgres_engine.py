@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import itertools
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -16,32 +14,13 @@ from wafs import open_engine
 from wafs.engines.postgres import PostgresEngine
 from wafs.errors import BackendError, BackendUnavailableError, MissingDependencyError
 
-from .helpers import assert_every_call_unavailable
-
-_unique = itertools.count()
+from .helpers import assert_every_call_unavailable, unique
 
 
 @pytest.fixture
-def table() -> str:
-    return f"pg_test_{next(_unique)}"
-
-
-@pytest.fixture
-def engine(postgres_server: Any, table: str) -> Iterator[PostgresEngine]:
-    created = postgres_server.engine(table=table)
-    try:
-        yield created
-    finally:
-        created.close()
-
-
-@pytest.fixture
-def raw(postgres_server: Any) -> Iterator[psycopg.Connection]:
-    conn = postgres_server.connect()
-    try:
-        yield conn
-    finally:
-        conn.close()
+def engine_kind() -> str:
+    """``engine``: a PostgresEngine on the session's PostgreSQL, rows in ``table``; ``raw``: psycopg."""
+    return "postgres"
 
 
 # --- schema ------------------------------------------------------------------------------------
@@ -66,7 +45,7 @@ def test_creates_the_seed_table_and_indexes(engine: PostgresEngine, raw: psycopg
 
 
 def test_table_name_is_quoted(postgres_server: Any, raw: psycopg.Connection) -> None:
-    name = f'Odd "name"; {next(_unique)}'
+    name = unique('Odd "name"; ')
     engine = postgres_server.engine(table=name)
     try:
         engine.set("k/1", "v")
