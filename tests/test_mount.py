@@ -14,7 +14,7 @@ import pytest
 from wafs import Engine, FileEngine
 
 from .conftest import ENGINE_KINDS, make_engine
-from .helpers import absent
+from .helpers import absent, counting_calls
 from .mounting import mounted, sh
 
 SESSION = {
@@ -219,17 +219,26 @@ def test_mkdir_made_directory_outlives_the_keys_of_its_parent(session: Engine, m
 def test_a_directory_emptied_through_the_mount_stays_until_rmdir(session: Engine, tmp_path: Path) -> None:
     with mounted(session, tmp_path / "mnt", ttl=0.05) as mnt:
         sh(f"rm {mnt}/lid/99@lid")
-        time.sleep(0.5)  # the tree is read again several times meanwhile
-        assert "lid" in os.listdir(mnt)
+        with counting_calls(session, "iter_keys", "children") as reads:
+            time.sleep(0.5)  # many TTLs: the tree is read again meanwhile or by the listing below
+            assert "lid" in os.listdir(mnt)
+        assert reads, "the tree was not read again after the rm: the test did not test anything"
         sh(f"rmdir {mnt}/lid")
         assert "lid" not in os.listdir(mnt)
+        assert absent(mnt / "lid")
 
 
 def test_rm_r_of_a_deep_tree_while_the_tree_is_read_again(session: Engine, tmp_path: Path) -> None:
     session.set_many({f"chat/c{c}/message/m{m}/raw": "x" for c in range(20) for m in range(30)})
     with mounted(session, tmp_path / "mnt", ttl=0.02) as mnt:
-        sh(f"rm -r {mnt}/chat")  # rebuilds of the tree run between its unlinks and rmdirs
+        os.listdir(mnt / "chat")
+        with counting_calls(session, "iter_keys", "children") as reads:
+            sh(f"rm -r {mnt}/chat")  # rebuilds of the tree run between its unlinks and rmdirs
+        print(f"the tree was read {sum(reads.values())} times during rm -r")
+        again = max(reads.values(), default=0) >= 2
+        assert again, "no listing was read again during rm -r: the test did not test anything"
         assert "chat" not in os.listdir(mnt)
+        assert absent(mnt / "chat")
     assert not [key for key in session.iter_keys("") if key.startswith("chat/")]
 
 

@@ -14,7 +14,7 @@ from wafs import open_engine
 from wafs.engines.postgres import PostgresEngine
 from wafs.errors import BackendError, BackendUnavailableError, MissingDependencyError
 
-from .helpers import assert_every_call_unavailable, unique
+from .helpers import Interleavings, assert_every_call_unavailable, unique
 
 
 @pytest.fixture
@@ -124,14 +124,17 @@ def test_delete_many_ignores_keys_postgres_cannot_hold(engine: PostgresEngine) -
 
 def test_threads_share_one_engine(engine: PostgresEngine) -> None:
     errors: list[BaseException] = []
+    seen = Interleavings()
 
     def work(n: int) -> None:
         try:
             for i in range(40):
-                engine.set(f"t/{n}/{i}", f"{n}:{i}")
-                assert engine.get(f"t/{n}/{i}") == f"{n}:{i}"
+                with seen.running("call"):
+                    engine.set(f"t/{n}/{i}", f"{n}:{i}")
+                with seen.running("call"):
+                    assert engine.get(f"t/{n}/{i}") == f"{n}:{i}"
             assert len(engine.list(f"t/{n}/", 0, None)) == 40
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001  (reported by the test)
             errors.append(exc)
 
     threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
@@ -141,6 +144,7 @@ def test_threads_share_one_engine(engine: PostgresEngine) -> None:
         thread.join()
     assert errors == []
     assert len(engine.list("t/", 0, None)) == 320
+    seen.assert_overlapped("call", "call")  # calls of several threads were in flight at once
 
 
 def test_given_connection_is_used_and_left_open(postgres_server: Any, table: str) -> None:
