@@ -132,3 +132,4 @@ def test_hostile_keys_are_hidden_logged_once_and_swept(
             time.sleep(0.05)
         assert raw.stored() == {*top_hidden, *(k.encode() for k in SIBLINGS)}
         assert sorted(os.listdir(mnt)) == sorted(["pX%", "p_X", "p_%x"])
+        assert absent(mnt / PARENT)
