@@ -3,8 +3,8 @@
 The session-scoped ``redis_cluster`` fixture starts six Debian ``redis-server`` processes
 with ``--cluster-enabled yes`` (no persistence, one temporary directory each), joins them
 with ``redis-cli --cluster create ... --cluster-replicas 1 --cluster-yes``, waits until every
-node reports ``cluster_state:ok``, and kills every process in ``finally``. A missing binary
-fails the run; nothing is skipped.
+node reports ``cluster_state:ok``, and kills every process in ``finally``. A missing program
+stops the whole run with what to install, as in tests/servers.py; nothing is skipped.
 
 API: ``.startup_url`` (``redis+cluster://127.0.0.1:PORT``), ``.client()`` (a raw
 ``RedisCluster``, caller closes it), ``.engine(prefix=..., timeout=...)`` (a RedisEngine from
@@ -16,7 +16,6 @@ FAILOVER``), ``.kill(node)`` + ``.wait_promoted(replica)`` + ``.restart(node)``,
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -31,7 +30,7 @@ import redis
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
-from .servers import HOST
+from .servers import HOST, require, stop_the_run_if_missing
 
 #: Milliseconds without an answer before a node is considered failed (fast failover in tests).
 NODE_TIMEOUT_MS = 1000
@@ -166,7 +165,7 @@ class RedisClusterHarness:
         result = subprocess.run(
             [self.cli, "--cluster", "create", *(node.address for node in self.nodes),
              "--cluster-replicas", "1", "--cluster-yes"],
-            capture_output=True, text=True, timeout=60,
+            capture_output=True, text=True, timeout=60, check=False,
         )
         if result.returncode != 0:
             raise RuntimeError(f"redis-cli --cluster create failed:\n{result.stdout}\n{result.stderr}")
@@ -220,9 +219,9 @@ class RedisClusterHarness:
 
     def replica_of(self, primary: ClusterNodeProcess) -> ClusterNodeProcess:
         for node in self.live_nodes():
-            if node is not primary and node.role == "slave":
-                if node.info("replication").get("master_port") == primary.port:
-                    return node
+            if (node is not primary and node.role == "slave"
+                    and node.info("replication").get("master_port") == primary.port):
+                return node
         raise AssertionError(f"primary {primary.address} has no live replica")
 
     def failover(self, replica: ClusterNodeProcess) -> None:
@@ -249,11 +248,10 @@ class RedisClusterHarness:
 
 
 @pytest.fixture(scope="session")
-def redis_cluster() -> Iterator[RedisClusterHarness]:
+def redis_cluster(request: pytest.FixtureRequest) -> Iterator[RedisClusterHarness]:
     """A private 3-primary, 3-replica Redis Cluster for the whole test session."""
-    binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
-    if binary is None or cli is None:
-        pytest.fail("redis-server and redis-cli are needed for the cluster tests: apt-get install redis-server")
+    with stop_the_run_if_missing(request):
+        binary, cli = require("redis-server", "redis-server"), require("redis-cli", "redis-tools")
     with tempfile.TemporaryDirectory(prefix="wafs-cluster-", ignore_cleanup_errors=True) as directory:
         harness = RedisClusterHarness(binary, cli, directory)
         try:

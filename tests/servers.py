@@ -1,8 +1,9 @@
 """Real servers for the tests: a private redis-server and a PostgreSQL cluster on loopback.
 
 Both fixtures are session-scoped, start their server on a free 127.0.0.1 port in a temporary
-directory, and stop it and remove the directory when the session ends. A missing binary
-fails the run with what to install; nothing is skipped. The benchmark starts its servers with
+directory, and stop it and remove the directory when the session ends. A missing program
+stops the whole run with one message saying what to install (:func:`require`,
+:func:`stop_the_run_if_missing`); nothing is skipped. The benchmark starts its servers with
 the same context managers, :func:`running_redis` and :func:`running_postgres`.
 
 ``redis_server``: ``.host``, ``.port``, ``.url`` (``redis://127.0.0.1:N/0``), ``.pid``,
@@ -32,6 +33,38 @@ import pytest
 
 HOST = "127.0.0.1"
 STARTUP_SECONDS = 20.0
+
+
+class MissingProgramError(RuntimeError):
+    """A program the tests need is not installed; the message says which package has it."""
+
+
+def _missing(program: str, package: str) -> MissingProgramError:
+    return MissingProgramError(
+        f"{program} is not installed: apt-get install {package} (scripts/setup --test installs "
+        "everything the tests need)"
+    )
+
+
+def require(program: str, package: str) -> str:
+    """The path of ``program`` on PATH, or MissingProgramError naming the ``package`` to install."""
+    path = shutil.which(program)
+    if path is None:
+        raise _missing(program, package)
+    return path
+
+
+@contextmanager
+def stop_the_run_if_missing(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A MissingProgramError fails the test with its one message and stops the run after it.
+
+    (As ``-x`` does: the run ends "Interrupted: <message>" and exits non-zero.)
+    """
+    try:
+        yield
+    except MissingProgramError as missing:
+        request.session.shouldstop = str(missing)
+        raise pytest.fail.Exception(str(missing), pytrace=False) from None
 
 
 def _free_port() -> int:
@@ -80,8 +113,7 @@ class RedisServer:
         ]
         if self.debug_command:
             command += ["--enable-debug-command", "yes"]
-        log = open(os.path.join(self.directory, "redis.log"), "ab")
-        with log:
+        with open(os.path.join(self.directory, "redis.log"), "ab") as log:
             self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         probe = self.client()
         try:
@@ -142,7 +174,7 @@ class PostgresServer:
     def _run(self, *command: str) -> None:
         result = subprocess.run(
             [*self._as_postgres, os.path.join(self.bindir, command[0]), *command[1:]],
-            capture_output=True, text=True, timeout=60,
+            capture_output=True, text=True, timeout=60, check=False,
         )
         if result.returncode != 0:
             raise RuntimeError(f"{command[0]} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
@@ -217,20 +249,21 @@ class PostgresServer:
         return PostgresEngine(self.dsn, table, timeout=timeout)
 
 
-def _postgres_bindir() -> str | None:
+def _postgres_bindir() -> str:
+    """The directory of ``initdb`` and ``postgres``: on PATH, else Debian's newest version."""
     on_path = shutil.which("initdb")
     if on_path:
         return os.path.dirname(os.path.realpath(on_path))
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
-    return os.path.dirname(found[-1]) if found else None
+    if not found:
+        raise _missing("initdb", "postgresql")
+    return os.path.dirname(found[-1])
 
 
 @contextmanager
 def running_redis(debug_command: bool = False) -> Iterator[RedisServer]:
     """A private redis-server in a temporary directory, stopped and removed on exit."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("redis-server is not installed: apt-get install redis-server")
+    binary = require("redis-server", "redis-server")
     with tempfile.TemporaryDirectory(prefix="wafs-redis-", ignore_cleanup_errors=True) as directory:
         server = RedisServer(binary, directory, debug_command)
         try:
@@ -244,12 +277,8 @@ def running_redis(debug_command: bool = False) -> Iterator[RedisServer]:
 def running_postgres() -> Iterator[PostgresServer]:
     """A private PostgreSQL cluster in a temporary directory, stopped and removed on exit."""
     bindir = _postgres_bindir()
-    if bindir is None:
-        raise RuntimeError("PostgreSQL is not installed: apt-get install postgresql")
-    if os.geteuid() == 0 and shutil.which("runuser") is None:
-        raise RuntimeError(
-            "running as root needs runuser (util-linux) to start PostgreSQL as the postgres user"
-        )
+    if os.geteuid() == 0:
+        require("runuser", "util-linux")  # root starts PostgreSQL as the postgres user
     with tempfile.TemporaryDirectory(prefix="wafs-postgres-", ignore_cleanup_errors=True) as directory:
         server = PostgresServer(bindir, directory)
         try:
@@ -261,14 +290,14 @@ def running_postgres() -> Iterator[PostgresServer]:
 
 
 @pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
+def redis_server(request: pytest.FixtureRequest) -> Iterator[RedisServer]:
     """A private redis-server for the whole test session."""
-    with running_redis() as server:
+    with stop_the_run_if_missing(request), running_redis() as server:
         yield server
 
 
 @pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
+def postgres_server(request: pytest.FixtureRequest) -> Iterator[PostgresServer]:
     """A private PostgreSQL cluster for the whole test session."""
-    with running_postgres() as server:
+    with stop_the_run_if_missing(request), running_postgres() as server:
         yield server

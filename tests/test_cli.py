@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 from click.testing import CliRunner, Result
 
@@ -14,9 +9,10 @@ from wafs import FileEngine
 from wafs.cli import DEFAULT_ENGINE_URL, main
 from wafs.demo import demo_items
 
-WAFS = Path(sys.executable).parent / "wafs"
+from .helpers import unique
+from .mounting import wafs
+
 COMMANDS = ["ls", "get", "set", "rm", "copy", "demo"]
-_unique = itertools.count()
 
 
 @pytest.fixture
@@ -28,10 +24,6 @@ def store(tmp_path, monkeypatch) -> FileEngine:
 
 def run(*args: str, input: bytes | str | None = None) -> Result:
     return CliRunner().invoke(main, list(args), input=input)
-
-
-def wafs(*args: str, input: bytes | None = None, env: dict[str, str] | None = None, cwd=None):
-    return subprocess.run([WAFS, *args], input=input, capture_output=True, env=env, cwd=cwd, timeout=60)
 
 
 # --- help and errors --------------------------------------------------------------------------
@@ -98,7 +90,7 @@ def test_set_then_get_round_trips_exactly(store: FileEngine) -> None:
 
 
 def test_set_reads_stdin_when_value_is_omitted(store: FileEngine) -> None:
-    data = "línea 1\nlínea 2\n".encode("utf-8")
+    data = "línea 1\nlínea 2\n".encode()
     assert run("set", "chat/1/messages", input=data).exit_code == 0
     assert store.get("chat/1/messages") == data.decode("utf-8")
     assert run("set", "chat/1/empty", input=b"").exit_code == 0
@@ -122,8 +114,9 @@ def test_get_missing_key_exits_1(store: FileEngine) -> None:
 
 
 def test_get_and_set_on_every_engine_kind(redis_server, postgres_server, tmp_path) -> None:
-    n = next(_unique)
-    for url in [f"file://{tmp_path}/s", f"{redis_server.url}?prefix=wa:cli{n}", f"{postgres_server.url}?table=cli_{n}"]:
+    urls = [f"file://{tmp_path}/s", f"{redis_server.url}?prefix={unique('wa:cli')}",
+            f"{postgres_server.url}?table={unique('cli_')}"]
+    for url in urls:
         assert run("set", "lid/1@lid", "1@s.whatsapp.net", "--engine", url).exit_code == 0
         assert run("get", "lid/1@lid", "--engine", url).stdout == "1@s.whatsapp.net"
         assert run("ls", "--engine", url).stdout == "lid/1@lid\n"
@@ -222,43 +215,41 @@ def test_demo_writes_the_session_and_refuses_a_non_empty_engine(store: FileEngin
 
 def test_executable_round_trip_with_stdin(tmp_path) -> None:
     url = f"file://{tmp_path}/store"
-    assert wafs("set", "chat/1/messages", "--engine", url, input=b"1717200000 ABC\n").returncode == 0
-    done = wafs("get", "chat/1/messages", "--engine", url)
-    assert done.returncode == 0 and done.stdout == b"1717200000 ABC\n"
+    wafs("set", "chat/1/messages", "--engine", url, input=b"1717200000 ABC\n")
+    assert wafs("get", "chat/1/messages", "--engine", url).stdout == "1717200000 ABC\n"
 
 
 def test_executable_reads_wafs_engine_from_the_environment(tmp_path) -> None:
     env = {"PATH": "/usr/bin:/bin", "WAFS_ENGINE": f"file://{tmp_path}/envstore"}
-    assert wafs("set", "session/creds", "{}", env=env).returncode == 0
+    wafs("set", "session/creds", "{}", env=env)
     assert FileEngine(tmp_path / "envstore").get("session/creds") == "{}"
 
 
 def test_executable_refuses_non_utf8(tmp_path) -> None:
-    done = wafs("set", "session/creds", "--engine", f"file://{tmp_path}/store", input=b"ok\xff\xfe")
+    url = f"file://{tmp_path}/store"
+    done = wafs("set", "session/creds", "--engine", url, input=b"ok\xff\xfe", check=False)
     assert done.returncode == 1
-    assert done.stderr == b"Error: stdin is not UTF-8 text (byte 0xff at offset 2); nothing written\n"
+    assert done.stderr == "Error: stdin is not UTF-8 text (byte 0xff at offset 2); nothing written\n"
     assert FileEngine(tmp_path / "store").list("", 0, None) == []
 
 
 def test_executable_errors_are_one_line(tmp_path) -> None:
-    missing = wafs("get", "session/creds", "--engine", f"file://{tmp_path}/store")
-    assert missing.returncode == 1 and missing.stderr == b"Error: no such key: session/creds\n"
-    unknown = wafs("ls", "--engine", "ftp://host/x")
-    assert unknown.returncode == 1 and b"known: file://" in unknown.stderr and b"Traceback" not in unknown.stderr
-    usage = wafs("rm")
-    assert usage.returncode == 2 and b"Missing argument 'KEY'" in usage.stderr
+    missing = wafs("get", "session/creds", "--engine", f"file://{tmp_path}/store", check=False)
+    assert missing.returncode == 1 and missing.stderr == "Error: no such key: session/creds\n"
+    unknown = wafs("ls", "--engine", "ftp://host/x", check=False)
+    assert unknown.returncode == 1
+    assert "known: file://" in unknown.stderr and "Traceback" not in unknown.stderr
+    usage = wafs("rm", check=False)
+    assert usage.returncode == 2 and "Missing argument 'KEY'" in usage.stderr
 
 
 def test_executable_rm_dry_run_deletes_nothing(tmp_path) -> None:
     url = f"file://{tmp_path}/store"
-    assert wafs("demo", "--chats", "2", "--messages", "2", "--engine", url).returncode == 0
+    wafs("demo", "--chats", "2", "--messages", "2", "--engine", url)
     before = dict(FileEngine(tmp_path / "store").items(""))
     chat = next(key for key in before if key.startswith("chat/")).split("/")[1]
-    done = wafs("rm", f"chat/{chat}", "--dry-run", "--engine", url)
-    assert done.returncode == 0
-    listed = done.stdout.decode().splitlines()
+    listed = wafs("rm", f"chat/{chat}", "--dry-run", "--engine", url).stdout.splitlines()
     assert len(listed) == 2 + 2 * 3 and all(key.startswith(f"chat/{chat}/") for key in listed)
     assert dict(FileEngine(tmp_path / "store").items("")) == before
-    gone = wafs("rm", f"chat/{chat}", "--engine", url)
-    assert gone.stdout == f"removed {len(listed)} keys\n".encode()
+    assert wafs("rm", f"chat/{chat}", "--engine", url).stdout == f"removed {len(listed)} keys\n"
     assert len(FileEngine(tmp_path / "store").list("", 0, None)) == len(before) - len(listed)

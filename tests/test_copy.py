@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Mapping
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -20,8 +19,8 @@ from wafs.demo import write_demo
 
 from .conftest import ENGINE_KINDS, make_engine
 from .minimal_engine import DictEngine
+from .mounting import WAFS, wafs
 
-WAFS = Path(sys.executable).parent / "wafs"
 EXTRA = {
     "session/empty": "",
     "contact/123@s.whatsapp.net/index": '{"name": "Jöhn 📱"}\n',
@@ -227,10 +226,8 @@ def test_cli_copy_round_trip_through_every_server(redis_server, postgres_server,
         f"{postgres_server.url}?table=roundtrip",
         f"file://{tmp_path}/back",
     ]
-    for source, destination in zip(urls, urls[1:]):
-        done = subprocess.run([WAFS, "copy", source, destination], capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr
-        assert done.stdout.startswith(f"copied {len(expected)} keys")
+    for source, destination in itertools.pairwise(urls):
+        assert wafs("copy", source, destination).stdout.startswith(f"copied {len(expected)} keys")
     assert dict(FileEngine(tmp_path / "back").items("")) == expected
 
 
@@ -239,8 +236,8 @@ def test_cli_copy_killed_then_run_again(tmp_path) -> None:
     write_demo(src, chats=40, messages=100)
     expected = dict(src.items(""))
     dst = FileEngine(tmp_path / "dst")
-    command = [WAFS, "copy", "--batch", "50", f"file://{tmp_path}/src", f"file://{tmp_path}/dst"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    arguments = ["copy", "--batch", "50", f"file://{tmp_path}/src", f"file://{tmp_path}/dst"]
+    process = subprocess.Popen([WAFS, *arguments], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while not dst.list("", 0, 1) and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.005)
@@ -249,6 +246,5 @@ def test_cli_copy_killed_then_run_again(tmp_path) -> None:
     copied = set(dst.list("", 0, None))
     assert 0 < len(copied) < len(expected)
 
-    done = subprocess.run(command, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    wafs(*arguments)
     assert dict(dst.items("")) == expected

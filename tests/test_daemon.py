@@ -1,16 +1,16 @@
 """The real ``wafs`` executable: background daemon, its death, stale mountpoints, exposure.
 
-Every test runs ``/work/main/.venv/bin/wafs`` (the installed console script) in subprocesses
-and unmounts in ``finally``: ``wafs umount``, then ``fusermount3 -uz`` as the last resort.
+Every test runs the installed console script (``wafs`` next to the Python running the tests,
+see tests/mounting.py) in subprocesses and unmounts in ``finally`` with a bounded wait.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -21,35 +21,9 @@ import pytest
 from wafs import FileEngine
 from wafs.mount import daemon_pid, mounted_at
 
-WAFS = str(Path(sys.executable).with_name("wafs"))
-WAIT_SECONDS = 15.0
+from .mounting import release, wafs, wait_exited
+
 KEY = "chat/5491112345678@s.whatsapp.net/index"
-
-
-def wafs(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([WAFS, *args], capture_output=True, text=True, timeout=60,
-                            env={**os.environ, "LC_ALL": "C.UTF-8"})
-    if check and result.returncode != 0:
-        raise AssertionError(f"wafs {' '.join(args)} exited {result.returncode}: {result.stderr}")
-    return result
-
-
-def cleanup(mountpoint: Path) -> None:
-    """Unmount whatever is left at ``mountpoint`` within a bounded wait, or fail."""
-    deadline = time.monotonic() + WAIT_SECONDS
-    while mounted_at(mountpoint) and time.monotonic() < deadline:
-        if wafs("umount", str(mountpoint), check=False).returncode != 0:
-            subprocess.run(["fusermount3", "-uz", str(mountpoint)], capture_output=True, timeout=WAIT_SECONDS)
-        time.sleep(0.05)
-    assert not mounted_at(mountpoint), f"{mountpoint} is still mounted"
-
-
-
-def wait_gone(pid: int) -> None:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert not Path(f"/proc/{pid}").exists(), f"daemon {pid} did not exit"
 
 
 @pytest.fixture
@@ -64,7 +38,7 @@ def place() -> Iterator[Path]:
     try:
         yield directory
     finally:
-        cleanup(directory / "mnt")
+        release(directory / "mnt")
         shutil.rmtree(directory, ignore_errors=True)
 
 
@@ -90,7 +64,7 @@ def test_background_daemon_serves_and_unmounts(place: Path) -> None:
     assert (mnt / KEY).read_text() == '{"name": "Ana"}'
     (mnt / "chat/new@g.us").write_text("written through the daemon")
     wafs("umount", str(mnt))
-    wait_gone(pid)
+    wait_exited(pid)
     assert FileEngine(place / "store").get("chat/new@g.us") == "written through the daemon"
 
 
@@ -100,9 +74,10 @@ def test_killed_daemon_leaves_a_stale_mount_that_umount_clears(place: Path, lazy
     mount(place)
     pid = daemon_pid(mnt)
     os.kill(pid, signal.SIGKILL)
-    wait_gone(pid)
-    with pytest.raises(OSError):
-        os.stat(mnt)  # ENOTCONN: the daemon is gone, the mount is not
+    wait_exited(pid)
+    with pytest.raises(OSError) as stale:
+        os.stat(mnt)
+    assert stale.value.errno == errno.ENOTCONN  # the daemon is gone, the mount is not
     refused = wafs("mount", str(mnt), "--engine", f"file://{place / 'store'}", check=False)
     one_line_error(refused, "stale", f"wafs umount {mnt}")
     wafs("umount", *(["--lazy"] if lazy else []), str(mnt))
@@ -155,7 +130,7 @@ def mount_options(mnt: Path) -> list[str]:
 def test_default_mount_is_private(place: Path) -> None:
     mnt = place / "mnt"
     as_nobody = ["runuser", "-u", "nobody", "--", "ls", str(mnt)]
-    control = subprocess.run(as_nobody, capture_output=True, text=True, timeout=30)
+    control = subprocess.run(as_nobody, capture_output=True, text=True, timeout=30, check=False)
     assert control.returncode == 0, control.stderr  # the bare directory is readable by nobody
     mount(place)
     options = mount_options(mnt)
@@ -163,7 +138,7 @@ def test_default_mount_is_private(place: Path) -> None:
     assert "allow_other" not in options
     assert oct(os.stat(mnt / KEY).st_mode & 0o777) == "0o600"
     assert oct(os.stat(mnt / "chat").st_mode & 0o777) == "0o700"
-    refused = subprocess.run(as_nobody, capture_output=True, text=True, timeout=30)
+    refused = subprocess.run(as_nobody, capture_output=True, text=True, timeout=30, check=False)
     assert refused.returncode != 0
     assert "Permission denied" in refused.stderr
 

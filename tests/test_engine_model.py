@@ -7,6 +7,7 @@ hold ``a`` and ``a/b`` at once: there the model expects :class:`KeyConflictError
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from wafs import Engine, FileEngine, Kind, MemoryEngine
 from wafs.errors import KeyConflictError
 
+from .helpers import walk
 from .minimal_engine import DictEngine
 
 SEGMENTS = ["a", "ab", "c@d"]  # "a" is a prefix of "ab": cascades must stop at "/"
@@ -174,11 +176,12 @@ class FileEngineModel(EngineModel):
 
     @invariant()
     def no_temp_files_or_empty_directories_left(self) -> None:
-        import os
-
-        for directory, dirs, files in os.walk(self.directory + "/store"):
+        store = self.directory + "/store"
+        if not os.path.isdir(store):
+            return  # nothing was written yet: the engine has not made its base directory
+        for directory, dirs, files in walk(store):
             assert not any(name.startswith(".wafs-tmp-") for name in files)
-            if directory != self.directory + "/store":
+            if directory != store:
                 assert dirs or files, f"empty directory {directory} left behind"
 
     def teardown(self) -> None:

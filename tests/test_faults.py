@@ -30,7 +30,7 @@ import pytest
 from wafs import Engine
 
 from .mounting import mounted, sh
-from .servers import RedisServer, running_redis
+from .servers import RedisServer, running_redis, stop_the_run_if_missing
 
 ENGINE_TIMEOUT = 1.0
 COMMAND_BOUND = 10.0
@@ -52,9 +52,9 @@ ALLOWED_ERROR = "Input/output error"
 
 
 @pytest.fixture(scope="module")
-def private_redis() -> Iterator[RedisServer]:
+def private_redis(request: pytest.FixtureRequest) -> Iterator[RedisServer]:
     """A redis-server of this module only: it is frozen, paused and killed here."""
-    with running_redis() as server:
+    with stop_the_run_if_missing(request), running_redis() as server:
         yield server
 
 

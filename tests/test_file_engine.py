@@ -23,6 +23,8 @@ import pytest
 from wafs import FileEngine, Kind
 from wafs.errors import BackendError, InvalidKeyError, KeyConflictError, NoSpaceError
 
+from .helpers import Interleavings, absent, walk
+
 TEMP_PREFIX = ".wafs-tmp-"
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,7 +44,7 @@ def disk(root: Path) -> dict[str, object]:
     found: dict[str, object] = {}
     if not root.exists():
         return found
-    for directory, dirs, files in os.walk(root, followlinks=False):
+    for directory, dirs, files in walk(root):
         for name in dirs + files:
             path = Path(directory) / name
             rel = str(path.relative_to(root))
@@ -116,7 +118,7 @@ def test_a_tree_written_by_the_node_library_is_read_as_keys_with_at(engine: File
     engine.set("chat/120363@g.us/message/B/content", "bmV3")
     assert (base / "chat/120363_at_g.us/message/B/content").read_text() == "bmV3"
     engine.set("chat/5491112345678@s.whatsapp.net", None)
-    assert not (base / "chat/5491112345678_at_s.whatsapp.net").exists()
+    assert absent(base / "chat/5491112345678_at_s.whatsapp.net")
 
 
 @pytest.mark.parametrize(
@@ -347,7 +349,7 @@ def test_deletes_and_cascades_through_planted_links_leave_the_outside_alone(
     engine.delete_prefixes(["lid", "contact/inner", "alias"])
     assert outside_snapshot(planted, base) == before
     assert engine.get("contact/real/index") == "real contact"
-    assert not (base / "chat").is_symlink() and not (base / "chat").exists()
+    assert absent(base / "chat")  # neither the link nor anything in its place
     engine.set("contact", None)
     assert outside_snapshot(planted, base) == before
     assert disk(base) == {}
@@ -380,7 +382,7 @@ def test_absolute_and_dot_dot_keys_are_refused(
 def test_a_directory_swapped_for_a_link_while_writing_never_leads_outside(
     engine: FileEngine, base: Path, tmp_path: Path
 ) -> None:
-    """Another process swaps ``chat/1`` between a real directory and a link to outside."""
+    """Another thread swaps ``chat/1`` between a real directory and a link to outside."""
     outside = tmp_path / "outside"
     outside.mkdir()
     engine.set("chat/1/index", "i")
@@ -388,6 +390,8 @@ def test_a_directory_swapped_for_a_link_while_writing_never_leads_outside(
     os.symlink(outside, link)
     stop = threading.Event()
     errors: list[BaseException] = []
+    seen = Interleavings()
+    refused = 0
 
     def swapper() -> None:
         # the writer may recreate chat/1 at any point, so every step may fail: that is fine
@@ -398,18 +402,24 @@ def test_a_directory_swapped_for_a_link_while_writing_never_leads_outside(
                 try:
                     os.rename(source, target)  # after the second step chat/1 is the link
                 except OSError:
-                    pass
+                    continue
+                seen.happened("swap")
 
     def writer() -> None:
+        nonlocal refused
         for n in range(150):
             try:
-                engine.set(f"chat/1/message/{n}/raw", "v")
-                engine.get(f"chat/1/message/{n}/raw")
-                engine.set(f"chat/1/message/{n % 7}", None)
-                engine.list("chat/1/")
+                with seen.running("engine call"):
+                    engine.set(f"chat/1/message/{n}/raw", "v")
+                with seen.running("engine call"):
+                    engine.get(f"chat/1/message/{n}/raw")
+                with seen.running("engine call"):
+                    engine.set(f"chat/1/message/{n % 7}", None)
+                with seen.running("engine call"):
+                    engine.list("chat/1/")
             except KeyConflictError:
-                pass  # the link was in the way at that moment: a clear refusal
-            except BaseException as exc:  # noqa: BLE001
+                refused += 1  # the link was in the way at that moment: a clear refusal
+            except BaseException as exc:  # noqa: BLE001  (reported by the test)
                 errors.append(exc)
 
     threads = [threading.Thread(target=swapper), threading.Thread(target=writer)]
@@ -420,6 +430,8 @@ def test_a_directory_swapped_for_a_link_while_writing_never_leads_outside(
     threads[0].join()
     assert errors == []
     assert list(outside.iterdir()) == []
+    print(f"{refused} of 150 rounds refused because of the link")
+    seen.assert_overlapped("swap", "engine call")  # chat/1 was swapped while the engine worked in it
 
 
 STRACE_SCRIPT = textwrap.dedent(
@@ -633,16 +645,23 @@ def test_kill_9_at_random_moments_leaves_every_key_old_or_new(base: Path, tmp_pa
     engine = FileEngine(base)
     keys = {f"chat/{n}@s.whatsapp.net/message/M{n}/raw" for n in range(20)}
     rng = random.Random(8)
-    seen_temp = 0
-    for round_no in range(6):
+    generations: set[int] = set()
+    inside_a_write = 0  # kills that left a temp file: they landed between its creation and its rename
+    round_no = 0
+    while round_no < 6 or (inside_a_write < 2 and round_no < 40):
+        temp_before = len(temp_files(base))
         kill_9_after_first_write(script, base, round_no, rng.uniform(0.0, 0.4))  # every key written once
         assert everything(engine) == keys
         assert set(engine.iter_keys("chat/")) == keys
         for key in keys:
-            written_round, _ = check_complete(key, engine.get(key))
+            written_round, generation = check_complete(key, engine.get(key))
             assert written_round == round_no  # this round wrote every key once before the kill
-        seen_temp += len(temp_files(base))
-        assert all(name.startswith(TEMP_PREFIX) for name in map(os.path.basename, temp_files(base)))
+            generations.add(generation)
+        inside_a_write += len(temp_files(base)) > temp_before
+        round_no += 1
+    print(f"{round_no} kills, {inside_a_write} of them inside a write, key generations {sorted(generations)}")
+    assert len(generations) > 1, "every kill came before a key was rewritten: the test did not test anything"
+    assert inside_a_write >= 2, "kills never landed inside a write: the test did not test anything"
     # leftovers of killed writes never became keys, and a cascade sweeps them away
     engine.set("chat", None)
     assert disk(base) == {}
@@ -726,71 +745,95 @@ def run_threads(targets, seconds: float) -> list[BaseException]:
 
 
 def test_writes_racing_cascades_of_their_directory_never_fail(engine: FileEngine) -> None:
+    seen = Interleavings()
+
     def writer(rng: random.Random) -> None:
-        engine.set(f"chat/1/message/{rng.randrange(30)}/raw", "payload " * rng.randrange(1, 50))
+        with seen.running("write"):
+            engine.set(f"chat/1/message/{rng.randrange(30)}/raw", "payload " * rng.randrange(1, 50))
 
     def cascader(rng: random.Random) -> None:
-        engine.set(rng.choice(["chat/1", "chat/1/message", "chat"]), None)
+        with seen.running("cascade"):
+            engine.set(rng.choice(["chat/1", "chat/1/message", "chat"]), None)
 
     errors = run_threads([writer, writer, writer, cascader, cascader], 2.0)
     assert errors == []
+    seen.assert_overlapped("write", "cascade")
 
 
 def test_an_exact_delete_never_takes_a_concurrent_write_with_it(engine: FileEngine) -> None:
     """Deleting the last key of a directory prunes it; a write landing there meanwhile must survive."""
     counter = iter(range(10**9))
+    seen = Interleavings()
 
     def writer(rng: random.Random) -> None:
-        key = f"chat/{rng.randrange(3)}/message/{next(counter)}/raw"
-        engine.set(key, "mine")
+        chat = rng.randrange(3)
+        key = f"chat/{chat}/message/{next(counter)}/raw"
+        with seen.running(f"write in chat/{chat}"):
+            engine.set(key, "mine")
         assert engine.get(key) == "mine", key
         engine.delete(key)
         assert engine.get(key) is None, key
 
     def other(rng: random.Random) -> None:
-        key = f"chat/{rng.randrange(3)}/message/x/index"
+        chat = rng.randrange(3)
+        key = f"chat/{chat}/message/x/index"
         engine.set(key, "v")
-        engine.delete(key)
+        with seen.running(f"prune of chat/{chat}"):
+            engine.delete(key)
 
     errors = run_threads([writer, writer, other, other], 2.0)
     assert errors == []
+    overlaps = sum(seen.overlaps(f"write in chat/{n}", f"prune of chat/{n}") for n in range(3))
+    print(f"a write and a pruning delete in the same chat overlapped {overlaps} times")
+    assert overlaps > 0, "no write ever overlapped a pruning delete: the test did not test anything"
 
 
 def test_mixed_concurrent_traffic_raises_nothing_unexpected(engine: FileEngine) -> None:
+    seen = Interleavings()
+
     def value_for(key: str) -> str:
         return key + ":" + "v" * (len(key) * 10)
 
     def writer(rng: random.Random) -> None:
         key = f"chat/{rng.randrange(4)}@s.whatsapp.net/message/{rng.randrange(10)}/{rng.choice(['raw', 'index'])}"
-        engine.set(key, value_for(key))
+        with seen.running("write"):
+            engine.set(key, value_for(key))
 
     def batch(rng: random.Random) -> None:
         keys = [f"contact/{rng.randrange(20)}/index" for _ in range(5)]
-        engine.set_many({key: value_for(key) for key in keys})
-        engine.delete_many(keys[:2])
+        with seen.running("write"):
+            engine.set_many({key: value_for(key) for key in keys})
+        with seen.running("delete"):
+            engine.delete_many(keys[:2])
 
     def cascader(rng: random.Random) -> None:
-        engine.set(
-            f"chat/{rng.randrange(4)}@s.whatsapp.net"
-            + rng.choice(["", "/message", f"/message/{rng.randrange(10)}"]),
-            None,
-        )
-        engine.delete_prefixes([f"contact/{rng.randrange(20)}", "nothing"])
+        with seen.running("delete"):
+            engine.set(
+                f"chat/{rng.randrange(4)}@s.whatsapp.net"
+                + rng.choice(["", "/message", f"/message/{rng.randrange(10)}"]),
+                None,
+            )
+        with seen.running("delete"):
+            engine.delete_prefixes([f"contact/{rng.randrange(20)}", "nothing"])
 
     def reader(rng: random.Random) -> None:
-        for key in engine.list("", 0, None):
-            value = engine.get(key)
-            assert value is None or value == value_for(key), key
-        for key, value in engine.get_many(list(engine.iter_keys("contact/"))).items():
-            assert value is None or value == value_for(key)
-        engine.children("")
-        engine.children("chat")
-        engine.sizes(list(engine.iter_keys("chat/")))
+        with seen.running("read"):
+            for key in engine.list("", 0, None):
+                value = engine.get(key)
+                assert value is None or value == value_for(key), key
+            for key, value in engine.get_many(list(engine.iter_keys("contact/"))).items():
+                assert value is None or value == value_for(key)
+            engine.children("")
+            engine.children("chat")
+            engine.sizes(list(engine.iter_keys("chat/")))
 
     errors = run_threads([writer, writer, batch, cascader, reader, reader], 2.5)
     assert errors == []
     for key in engine.list("", 0, None):
         assert engine.get(key) == value_for(key)
+    seen.assert_overlapped("write", "delete")
+    seen.assert_overlapped("read", "write")
+    seen.assert_overlapped("read", "delete")
 
 
 BATCH_WRITER = textwrap.dedent(
@@ -823,15 +866,23 @@ def test_kill_9_during_set_many_batches_leaves_every_key_old_or_new(base: Path, 
     keys = {f"chat/{n}@s.whatsapp.net/message/M{n}/raw" for n in range(60)}
     rng = random.Random(9)
     generations: set[int] = set()
-    for round_no in range(8):
+    inside_a_batch = 0  # kills that left temp files (while syncing) or a batch half renamed
+    round_no = 0
+    while round_no < 8 or (inside_a_batch < 2 and round_no < 40):
+        temp_before = len(temp_files(base))
         kill_9_after_first_write(script, base, round_no, rng.uniform(0.0, 0.5))  # one whole batch in place
         assert set(engine.iter_keys("chat/")) == keys
+        this_round = set()
         for key in keys:
             written_round, generation = check_complete(key, engine.get(key))
             assert written_round == round_no  # the first batch of this round wrote every key
-            generations.add(generation)
-        assert all(name.startswith(TEMP_PREFIX) for name in map(os.path.basename, temp_files(base)))
-    assert len(generations) > 1  # the kills landed in later batches, not only after the first
+            this_round.add(generation)
+        generations |= this_round
+        inside_a_batch += len(temp_files(base)) > temp_before or len(this_round) > 1
+        round_no += 1
+    print(f"{round_no} kills, {inside_a_batch} of them inside a batch, key generations {sorted(generations)}")
+    assert len(generations) > 1, "every kill came right after the first batch: the test did not test anything"
+    assert inside_a_batch >= 2, "kills never landed inside a batch: the test did not test anything"
     engine.set("chat", None)
     assert disk(base) == {}
 
@@ -844,11 +895,11 @@ def test_set_many_stops_at_a_conflict_in_its_own_batch_and_leaves_no_trace(
         engine.set_many({"a/b": "1", "c": "2", "a": "3", "d/e/f": "4"})
     assert everything(engine) == {"a/b", "c"}
     assert engine.get("a/b") == "1" and engine.get("c") == "2"
-    assert not (base / "d").exists()
+    assert absent(base / "d")
     with pytest.raises(KeyConflictError):
         engine.set_many({"x": "1", "y/z": "2", "x/y": "3", "w/v": "4"})
     assert everything(engine) == {"a/b", "c", "x", "y/z"}
-    assert not (base / "w").exists() and temp_files(base) == []
+    assert absent(base / "w") and temp_files(base) == []
 
 
 def test_set_many_of_many_keys_spans_several_sync_groups(engine: FileEngine, base: Path) -> None:

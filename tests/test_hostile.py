@@ -10,7 +10,6 @@ batching time (0.5 s after the last rmdir).
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import time
@@ -21,6 +20,7 @@ import pytest
 
 from wafs import Engine, MemoryEngine
 
+from .helpers import absent
 from .mounting import mounted, sh
 
 SWEEP_BOUND = 0.5 + 2.0  # the sweeper waits 0.5 s after the last rmdir, plus the store's own time
@@ -34,7 +34,6 @@ SHOWN = {f"{PARENT}/ok": "fine", f"{PARENT}/new\nline": "nl", f"{PARENT}/*": "st
 #: Outside PARENT: top-level hostile keys that stay, and siblings the cascade must not touch.
 TOP_HIDDEN = ["../x", "/etc/x", ".", "..", "a/"]
 SIBLINGS = {"pX%/keep": "k1", "p_X/keep": "k2", "p_%x/keep": "k3"}
-_unique = itertools.count()
 
 
 def hidden_keys(nul_and_bytes: bool) -> list[bytes]:
@@ -47,9 +46,9 @@ def hidden_keys(nul_and_bytes: bool) -> list[bytes]:
 class RawStore:
     """Another client's view of one store: write raw keys, list raw keys."""
 
-    def __init__(self, write: Callable[[bytes, str], None], keys: Callable[[], set[bytes]]) -> None:
+    def __init__(self, write: Callable[[bytes, str], None], stored: Callable[[], set[bytes]]) -> None:
         self.write = write
-        self.keys = keys
+        self.stored = stored
 
 
 @pytest.fixture(params=["memory", "redis", "postgres"])
@@ -66,7 +65,7 @@ def store(request: pytest.FixtureRequest) -> Iterator[tuple[Engine, RawStore, li
         yield engine, raw, hidden_keys(nul_and_bytes=True)
     elif kind == "redis":
         server = request.getfixturevalue("redis_server")
-        prefix = f"wa:hostile{next(_unique)}"
+        prefix = request.getfixturevalue("prefix")
         engine = server.engine(prefix=prefix)
         client = server.client()
         base = prefix.encode() + b":"
@@ -80,7 +79,7 @@ def store(request: pytest.FixtureRequest) -> Iterator[tuple[Engine, RawStore, li
             engine.close()
     else:
         server = request.getfixturevalue("postgres_server")
-        table = f"storage_hostile{next(_unique)}"
+        table = request.getfixturevalue("table")
         engine = server.engine(table=table)
         engine.set("setup", "x")  # creates the table
         engine.delete("setup")
@@ -120,7 +119,7 @@ def test_hostile_keys_are_hidden_logged_once_and_swept(
         assert os.listdir(mnt / PARENT / "m") == ["i"]
         for key, value in SHOWN.items():
             assert (mnt / key).read_text() == value
-        assert not (mnt / PARENT / "a").exists()  # a// and a/ are not the directory a
+        assert absent(mnt / PARENT / "a")  # a// and a/ are not the directory a
         messages = [r.getMessage() for r in caplog.records if "cannot be shown" in r.getMessage()]
         for key in [*hidden, *top_hidden]:
             shown = repr(key.decode("utf-8", "surrogateescape"))
@@ -129,7 +128,8 @@ def test_hostile_keys_are_hidden_logged_once_and_swept(
 
         sh(f"rm -r {mnt}/{PARENT}")
         deadline = time.monotonic() + SWEEP_BOUND
-        while any(k.startswith(PARENT.encode() + b"/") for k in raw.keys()) and time.monotonic() < deadline:
+        while any(k.startswith(PARENT.encode() + b"/") for k in raw.stored()) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert raw.keys() == {*top_hidden, *(k.encode() for k in SIBLINGS)}
+        assert raw.stored() == {*top_hidden, *(k.encode() for k in SIBLINGS)}
         assert sorted(os.listdir(mnt)) == sorted(["pX%", "p_X", "p_%x"])
+        assert absent(mnt / PARENT)

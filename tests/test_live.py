@@ -12,10 +12,9 @@ printed (``pytest -s``) and are the figures in docs/live.md.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
-import subprocess
-import sys
 import threading
 import time
 import urllib.parse
@@ -25,10 +24,10 @@ from pathlib import Path
 import pytest
 
 from wafs.engines.redis import RedisEngine
-from wafs.mount import mounted_at, refresh
+from wafs.mount import refresh
 
-from .helpers import CHAT, KERNEL_TIMEOUT, SESSION, cat, find, ls, wait_for
-from .mounting import mounted, release
+from .helpers import CHAT, KERNEL_TIMEOUT, SESSION, absent, cat, find, ls, wait_for
+from .mounting import daemon_mounted, mounted
 
 #: Allowance for event delivery, one SCAN of this small store, and starting the shell command.
 SLACK = 0.5
@@ -38,7 +37,6 @@ POLL_TTL = 1.0
 FEED_TTL = 60.0
 FEED_BOUND = KERNEL_TIMEOUT + SLACK
 POLL_BOUND = POLL_TTL + KERNEL_TIMEOUT + SLACK
-_prefixes = iter(range(1_000_000))
 
 
 def set_notifications(server, flags: str) -> None:
@@ -65,11 +63,6 @@ def notifications_off(redis_server) -> Iterator[None]:
         yield
     finally:
         set_notifications(redis_server, "")
-
-
-@pytest.fixture
-def prefix() -> str:
-    return f"wa:live{next(_prefixes)}:{os.getpid()}"
 
 
 def feed_engine(server, prefix: str) -> RedisEngine:
@@ -124,14 +117,15 @@ def test_outside_creates_overwrites_and_deletes_are_seen_within_the_bound(live) 
 
     client.delete(raw_prefix + f"{CHAT}/messages".encode())
     wait_for(f"{mode}: a deleted key (ls, cat)",
-             lambda: "messages" not in ls(mnt / CHAT) and cat(mnt / CHAT / "messages") is None, bound)
+             lambda: "messages" not in ls(mnt / CHAT)
+             and cat(mnt / CHAT / "messages", expect=errno.ENOENT) is None, bound)
     assert sorted(ls(mnt / CHAT)) == ["index", "message"]
 
     bot.set(CHAT, None)  # the whole chat, by cascade, from the other client
     wait_for(f"{mode}: a chat removed by cascade (ls, find)",
              lambda: ls(mnt / "chat") == ["120363@g.us", "new@s.whatsapp.net"]
              and not any(path.startswith(f"./{CHAT}") for path in find(mnt)), bound)
-    assert not (mnt / CHAT).exists()
+    assert absent(mnt / CHAT)
     assert find(mnt) == ["./chat/120363@g.us/index", "./chat/new@s.whatsapp.net/index", "./session/creds"]
 
 
@@ -145,11 +139,14 @@ def test_feed_mount_does_not_wait_for_a_ttl(redis_server, notifications_off, pre
             flags = redis_server.client().config_get("notify-keyspace-events")["notify-keyspace-events"]
             assert {"K", "g", "$"} <= set(flags)
             for round_ in range(5):
-                key = f"{CHAT}/message/R{round_}/raw"
-                bot.set(key, f"round {round_}")
-                wait_for("feed: a new file under a long TTL", lambda: cat(mnt / key) == f"round {round_}", FEED_BOUND)
-                bot.set(key, None)
-                wait_for("feed: its delete under a long TTL", lambda: f"R{round_}" not in ls(mnt / CHAT / "message"),
+                name, value = f"R{round_}", f"round {round_}"
+                path = mnt / CHAT / "message" / name / "raw"
+                bot.set(f"{CHAT}/message/{name}/raw", value)
+                wait_for("feed: a new file under a long TTL",
+                         lambda path=path, value=value: cat(path, expect=errno.ENOENT) == value, FEED_BOUND)
+                bot.set(f"{CHAT}/message/{name}/raw", None)
+                wait_for("feed: its delete under a long TTL",
+                         lambda path=path, name=name: name not in ls(mnt / CHAT / "message") and absent(path),
                          FEED_BOUND)
     finally:
         engine.close()
@@ -207,25 +204,18 @@ def test_refresh_makes_a_polling_daemon_read_the_store_again(redis_server, notif
     """``wafs.mount.refresh`` (SIGHUP to a real background daemon) beats a 60 s TTL."""
     bot = redis_server.engine(prefix=prefix)
     mnt = tmp_path / "mnt"
-    mnt.mkdir()
     url = f"{redis_server.url}?{urllib.parse.urlencode({'prefix': prefix})}"
-    log_file = tmp_path / "daemon.log"
     try:
         bot.set_many(SESSION)
-        script = ("import sys; from wafs.mount import mount, MountOptions; "
-                  "mount(sys.argv[1], sys.argv[2], MountOptions(ttl=60.0), log_file=sys.argv[3])")
-        subprocess.run([sys.executable, "-c", script, url, str(mnt), str(log_file)], check=True, timeout=60)
-        assert mounted_at(mnt)
-        assert ls(mnt / "chat") == ["120363@g.us", "5491112345678@s.whatsapp.net"]
-        bot.set("chat/new@s.whatsapp.net/index", "new")
-        time.sleep(KERNEL_TIMEOUT + 0.2)
-        assert "new@s.whatsapp.net" not in ls(mnt / "chat")  # the TTL holds the old tree
-        pid = refresh(str(mnt))
-        assert pid != os.getpid()
-        wait_for("refresh: a key written before wafs refresh",
-                 lambda: "new@s.whatsapp.net" in ls(mnt / "chat"), SLACK + KERNEL_TIMEOUT)
+        with daemon_mounted(mnt, url, "--ttl", "60") as pid:
+            assert ls(mnt / "chat") == ["120363@g.us", "5491112345678@s.whatsapp.net"]
+            bot.set("chat/new@s.whatsapp.net/index", "new")
+            time.sleep(KERNEL_TIMEOUT + 0.2)
+            assert "new@s.whatsapp.net" not in ls(mnt / "chat")  # the TTL holds the old tree
+            assert refresh(str(mnt)) == pid != os.getpid()
+            wait_for("refresh: a key written before wafs refresh",
+                     lambda: "new@s.whatsapp.net" in ls(mnt / "chat"), SLACK + KERNEL_TIMEOUT)
     finally:
-        release(mnt)
         bot.close()
 
 
@@ -251,7 +241,7 @@ class Bot(threading.Thread):
                 self.engine.set(self.key, self.value(self.writes))
                 self.writes += 1
                 time.sleep(0.001)
-        except BaseException as exc:  # reported by the test
+        except BaseException as exc:  # noqa: BLE001  (reported by the test)
             self.error = exc
 
 

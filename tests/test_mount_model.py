@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import itertools
 import os
 import shutil
 import tempfile
@@ -31,10 +30,17 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from wafs import Engine, FileEngine, MemoryEngine
 
+from .helpers import unique, walk
 from .mounting import mounted
 
 pytestmark = pytest.mark.slow
@@ -45,7 +51,6 @@ TEXT = st.text(alphabet="abc xyzñ€\n", max_size=24)
 TTL = 0.1
 KERNEL_CACHE = 1.0  # attr_timeout / entry_timeout of the mount
 SWEEP_SETTLE = 0.8  # longer than the sweeper's 0.5 s batching delay
-_unique = itertools.count()
 
 
 def parent_of(path: str) -> str:
@@ -262,7 +267,7 @@ class MountModel(RuleBasedStateMachine):
     def mount_matches_model(self) -> None:
         files: dict[str, str] = {}
         dirs: set[str] = set()
-        for top, subdirs, names in os.walk(self.mnt):
+        for top, subdirs, names in walk(self.mnt):
             relative = os.path.relpath(top, self.mnt)
             prefix = "" if relative == "." else relative + "/"
             dirs |= {prefix + d for d in subdirs}
@@ -292,4 +297,5 @@ def test_model_file_engine() -> None:
 
 
 def test_model_redis_engine(redis_server) -> None:
-    run_model(lambda workdir: redis_server.engine(prefix=f"wa:model{next(_unique)}", timeout=5.0), examples=6, steps=25)
+    run_model(lambda workdir: redis_server.engine(prefix=unique("wa:model"), timeout=5.0),
+              examples=6, steps=25)

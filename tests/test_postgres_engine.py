@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import itertools
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -16,32 +14,13 @@ from wafs import open_engine
 from wafs.engines.postgres import PostgresEngine
 from wafs.errors import BackendError, BackendUnavailableError, MissingDependencyError
 
-from .helpers import assert_every_call_unavailable
-
-_unique = itertools.count()
+from .helpers import Interleavings, assert_every_call_unavailable, unique
 
 
 @pytest.fixture
-def table() -> str:
-    return f"pg_test_{next(_unique)}"
-
-
-@pytest.fixture
-def engine(postgres_server: Any, table: str) -> Iterator[PostgresEngine]:
-    created = postgres_server.engine(table=table)
-    try:
-        yield created
-    finally:
-        created.close()
-
-
-@pytest.fixture
-def raw(postgres_server: Any) -> Iterator[psycopg.Connection]:
-    conn = postgres_server.connect()
-    try:
-        yield conn
-    finally:
-        conn.close()
+def engine_kind() -> str:
+    """``engine``: a PostgresEngine on the session's PostgreSQL, rows in ``table``; ``raw``: psycopg."""
+    return "postgres"
 
 
 # --- schema ------------------------------------------------------------------------------------
@@ -66,7 +45,7 @@ def test_creates_the_seed_table_and_indexes(engine: PostgresEngine, raw: psycopg
 
 
 def test_table_name_is_quoted(postgres_server: Any, raw: psycopg.Connection) -> None:
-    name = f'Odd "name"; {next(_unique)}'
+    name = unique('Odd "name"; ')
     engine = postgres_server.engine(table=name)
     try:
         engine.set("k/1", "v")
@@ -145,14 +124,17 @@ def test_delete_many_ignores_keys_postgres_cannot_hold(engine: PostgresEngine) -
 
 def test_threads_share_one_engine(engine: PostgresEngine) -> None:
     errors: list[BaseException] = []
+    seen = Interleavings()
 
     def work(n: int) -> None:
         try:
             for i in range(40):
-                engine.set(f"t/{n}/{i}", f"{n}:{i}")
-                assert engine.get(f"t/{n}/{i}") == f"{n}:{i}"
+                with seen.running("call"):
+                    engine.set(f"t/{n}/{i}", f"{n}:{i}")
+                with seen.running("call"):
+                    assert engine.get(f"t/{n}/{i}") == f"{n}:{i}"
             assert len(engine.list(f"t/{n}/", 0, None)) == 40
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001  (reported by the test)
             errors.append(exc)
 
     threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
@@ -162,6 +144,7 @@ def test_threads_share_one_engine(engine: PostgresEngine) -> None:
         thread.join()
     assert errors == []
     assert len(engine.list("t/", 0, None)) == 320
+    seen.assert_overlapped("call", "call")  # calls of several threads were in flight at once
 
 
 def test_given_connection_is_used_and_left_open(postgres_server: Any, table: str) -> None:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import itertools
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -17,32 +16,13 @@ from wafs.engines.redis import RedisEngine
 from wafs.errors import BackendError, BackendUnavailableError
 from wafs.keys import is_valid_key
 
-from .helpers import assert_every_call_unavailable
-
-_unique = itertools.count()
+from .helpers import assert_every_call_unavailable, unique
 
 
 @pytest.fixture
-def raw(redis_server: Any) -> Iterator[redis.Redis]:
-    client = redis_server.client()
-    try:
-        yield client
-    finally:
-        client.close()
-
-
-@pytest.fixture
-def prefix() -> str:
-    return f"wa:r{next(_unique)}"
-
-
-@pytest.fixture
-def engine(redis_server: Any, prefix: str) -> Iterator[RedisEngine]:
-    created = redis_server.engine(prefix=prefix)
-    try:
-        yield created
-    finally:
-        created.close()
+def engine_kind() -> str:
+    """``engine``: a RedisEngine on the session's redis-server, keys under ``prefix``; ``raw``: redis-py."""
+    return "redis"
 
 
 # --- the Node layout ---------------------------------------------------------------------------
@@ -308,7 +288,7 @@ def test_open_engine_url_defaults(redis_server: Any) -> None:
 
 
 def test_close_releases_the_client_it_created(redis_server: Any, raw: redis.Redis) -> None:
-    name = f"wafs-close-{next(_unique)}"
+    name = unique("wafs-close-")
     engine = open_engine(f"redis://{redis_server.host}:{redis_server.port}/0?client_name={name}")
     engine.get("k/1")
     assert name in {client["name"] for client in raw.client_list()}

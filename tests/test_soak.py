@@ -14,19 +14,16 @@ import os
 import random
 import shutil
 import string
-import subprocess
-import sys
 import time
 import traceback
 from pathlib import Path
 
 import pytest
 
-from wafs.mount import daemon_pid, mounted_at
+from .mounting import daemon_mounted
 
 pytestmark = pytest.mark.slow
 
-WAFS = str(Path(sys.executable).with_name("wafs"))
 SECONDS = float(os.environ.get("WAFS_SOAK_SECONDS", "45"))
 WORKERS = 4
 DIRS = ["d0", "d1", "d0/d2", "d1/d3", "d0/d2/d4"]
@@ -84,11 +81,11 @@ def worker(number: int, mnt: Path, reference: Path, seconds: float) -> None:
         while time.monotonic() < deadline:
             operate(rng, roots)
             operations += 1
-    except BaseException:
+    except BaseException:  # noqa: BLE001  (a forked worker reports and exits, never returns into pytest)
         traceback.print_exc()
         os._exit(1)
     print(f"worker {number}: {operations} operations", flush=True)
-    os._exit(0)
+    os._exit(0 if operations > 0 else 2)
 
 
 def rss_kib(pid: int) -> int:
@@ -101,39 +98,32 @@ def rss_kib(pid: int) -> int:
 def test_four_writers_through_one_daemon(redis_server, tmp_path: Path) -> None:
     prefix = "wa:soak"
     mnt, reference = tmp_path / "mnt", tmp_path / "reference"
-    mnt.mkdir()
     reference.mkdir()
-    subprocess.run([WAFS, "mount", str(mnt), "--engine", f"{redis_server.url}?prefix={prefix}",
-                    "--log-file", str(tmp_path / "daemon.log")], check=True, capture_output=True, timeout=60)
     engine = redis_server.engine(prefix=prefix)
     try:
-        pid = daemon_pid(mnt)
-        context = multiprocessing.get_context("fork")
-        workers = [context.Process(target=worker, args=(n, mnt, reference, SECONDS)) for n in range(WORKERS)]
-        started = time.monotonic()
-        for process in workers:
-            process.start()
-        time.sleep(SECONDS / 3)
-        rss_third = rss_kib(pid)
-        for process in workers:
-            process.join(SECONDS + 60)
-        rss_end = rss_kib(pid)
-        assert [p.exitcode for p in workers] == [0] * WORKERS, "a worker failed (see its traceback above)"
-        print(f"\nsoak {time.monotonic() - started:.0f} s: daemon RSS {rss_third} KiB at 1/3, {rss_end} KiB at end")
+        with daemon_mounted(mnt, f"{redis_server.url}?prefix={prefix}") as pid:
+            context = multiprocessing.get_context("fork")
+            workers = [context.Process(target=worker, args=(n, mnt, reference, SECONDS))
+                       for n in range(WORKERS)]
+            started = time.monotonic()
+            for process in workers:
+                process.start()
+            time.sleep(SECONDS / 3)
+            rss_third = rss_kib(pid)
+            for process in workers:
+                process.join(SECONDS + 60)
+            rss_end = rss_kib(pid)
+            assert [p.exitcode for p in workers] == [0] * WORKERS, "a worker failed (see its output above)"
+            print(f"\nsoak {time.monotonic() - started:.0f} s: "
+                  f"daemon RSS {rss_third} KiB at 1/3, {rss_end} KiB at end")
 
-        expected = {str(p.relative_to(reference)): p.read_text(encoding="ascii")
-                    for p in reference.rglob("*") if p.is_file()}
-        keys = sorted(engine.iter_keys(""))
-        assert dict(zip(keys, (engine.get(k) for k in keys))) == expected
-        shown = {str(p.relative_to(mnt)) for p in mnt.rglob("*") if p.is_file()}
-        assert shown == set(expected)
-        assert rss_end <= 1.5 * rss_third + 20 * 1024, (rss_third, rss_end)
+            expected = {str(p.relative_to(reference)): p.read_text(encoding="ascii")
+                        for p in reference.rglob("*") if p.is_file()}
+            keys = sorted(engine.iter_keys(""))
+            assert dict(zip(keys, (engine.get(k) for k in keys), strict=True)) == expected
+            shown = {str(p.relative_to(mnt)) for p in mnt.rglob("*") if p.is_file()}
+            assert shown == set(expected)
+            assert rss_end <= 1.5 * rss_third + 20 * 1024, (rss_third, rss_end)
     finally:
         engine.delete_prefixes([f"w{n}" for n in range(WORKERS)])
         engine.close()
-        if subprocess.run([WAFS, "umount", str(mnt)], capture_output=True, timeout=30).returncode != 0:
-            subprocess.run(["fusermount3", "-uz", str(mnt)], capture_output=True, timeout=30)
-        deadline = time.monotonic() + 15
-        while mounted_at(mnt) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not mounted_at(mnt)
