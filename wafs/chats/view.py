@@ -285,7 +285,7 @@ class ChatsView:
                 cids.add(cid)
                 renames = cid not in self._by_cid or len(parts) == 2 or parts[2:] == ["index"]
                 # a chat named from its messages' pushName may be renamed by a new message
-                named_by_messages = cid in self._pushname_chats and parts[2] in ("messages", "message")
+                named_by_messages = cid in self._pushname_chats and parts[2:3] in (["messages"], ["message"])
                 names_changed = names_changed or renames or named_by_messages
                 if len(parts) >= 4 and parts[2] == "message":
                     mid = parts[3]
