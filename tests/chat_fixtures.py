@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import time
+from collections import Counter
 from typing import Any
 
 from wafs import Engine
@@ -15,6 +17,7 @@ from wafs.keys import (
     format_messages_index,
     lid_key,
     message_key,
+    parse_messages_index,
 )
 
 T0 = 1_717_200_000  # 2024-06-01 00:00:00 UTC
@@ -172,3 +175,33 @@ GROUP_MEDIA = {
     "Pedro.vcf": VCARD.encode(),
     "IMG-20240601-WA0001.jpg": JPEG,
 }
+
+
+def expected_lines(engine: Engine, cid: str) -> list[tuple[str, str]]:
+    """(sender, text) of every message of a demo chat, straight from the store (an independent reading)."""
+    refs = list(reversed(parse_messages_index(engine.get(chat_messages_key(cid)))))
+    contacts = {key.split("/")[1]: json.loads(value) for key, value in engine.items("contact/")}
+    lines, counters = [], Counter[str]()
+    for ref in refs:
+        raw = json.loads(engine.get(message_key(cid, ref.mid, "raw")) or "")
+        if raw["key"]["fromMe"]:
+            sender = "You"
+        else:
+            sender = contacts[raw["key"].get("participant", cid)]["name"]
+        message = {k: v for k, v in raw["message"].items() if k != "messageContextInfo"}
+        [(kind, body)] = message.items()
+        if kind == "conversation":
+            text = body
+        elif kind == "extendedTextMessage":
+            text = body["text"]
+        else:
+            prefix = {"imageMessage": "IMG", "videoMessage": "VID", "stickerMessage": "STK",
+                      "documentMessage": "DOC", "audioMessage": "PTT"}[kind]
+            day = time.strftime("%Y%m%d", time.gmtime(ref.timestamp))
+            number = counters[prefix + day]
+            counters[prefix + day] += 1
+            ext = {"IMG": ".jpg", "VID": ".mp4", "STK": ".webp", "PTT": ".opus"}.get(prefix, "")
+            name = f"{prefix}-{day}-WA{number:04d}" + ("-" + body["fileName"] if prefix == "DOC" else ext)
+            text = f"{name} (file attached)" + (f"\n{body['caption']}" if "caption" in body else "")
+        lines.append((sender, text))
+    return lines
