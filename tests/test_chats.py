@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -38,6 +37,7 @@ from .chat_fixtures import (
     ChatBuilder,
     at,
     edge_case_session,
+    expected_lines,
     wam,
 )
 
@@ -209,36 +209,6 @@ def test_same_store_content_same_files_whatever_the_write_order() -> None:
 # --- the demo session: every message is a line -------------------------------------------------
 
 
-def expected_lines(engine: Engine, cid: str) -> list[tuple[str, str]]:
-    """(sender, text) of every message of a demo chat, straight from the store (an independent reading)."""
-    refs = list(reversed(parse_messages_index(engine.get(chat_messages_key(cid)))))
-    contacts = {key.split("/")[1]: json.loads(value) for key, value in engine.items("contact/")}
-    lines, counters = [], Counter[str]()
-    for ref in refs:
-        raw = json.loads(engine.get(message_key(cid, ref.mid, "raw")) or "")
-        if raw["key"]["fromMe"]:
-            sender = "You"
-        else:
-            sender = contacts[raw["key"].get("participant", cid)]["name"]
-        message = {k: v for k, v in raw["message"].items() if k != "messageContextInfo"}
-        [(kind, body)] = message.items()
-        if kind == "conversation":
-            text = body
-        elif kind == "extendedTextMessage":
-            text = body["text"]
-        else:
-            prefix = {"imageMessage": "IMG", "videoMessage": "VID", "stickerMessage": "STK",
-                      "documentMessage": "DOC", "audioMessage": "PTT"}[kind]
-            day = time.strftime("%Y%m%d", time.gmtime(ref.timestamp))
-            number = counters[prefix + day]
-            counters[prefix + day] += 1
-            ext = {"IMG": ".jpg", "VID": ".mp4", "STK": ".webp", "PTT": ".opus"}.get(prefix, "")
-            name = f"{prefix}-{day}-WA{number:04d}" + ("-" + body["fileName"] if prefix == "DOC" else ext)
-            text = f"{name} (file attached)" + (f"\n{body['caption']}" if "caption" in body else "")
-        lines.append((sender, text))
-    return lines
-
-
 def test_demo_session_every_message_is_a_line(engine: Engine) -> None:
     write_demo(engine, chats=5, messages=25, seed=1)
     view = view_of(engine)
@@ -379,3 +349,31 @@ def test_read_of_unknown_paths(engine: Engine) -> None:
     for path in ("nope", "nope/nope.txt", f"{GROUP_FOLDER}/nope.jpg", f"{GROUP_FOLDER}"):
         with pytest.raises(FileNotFoundError):
             view.read(path)
+
+
+def test_polls_contacts_system_lines_and_millisecond_times(engine: Engine) -> None:
+    b = ChatBuilder()
+    b.data[chat_key(GROUP)] = json.dumps({"subject": "Oficina"})
+    g = GROUP
+    b.message(g, "P1", at(1), wam(g, "P1", at(1), {"pollCreationMessageV3": {
+        "name": "¿Pizza?", "options": [{"optionName": "Sí"}, {"optionName": "No"}]}}, from_me=True))
+    b.message(g, "P2", at(2), wam(g, "P2", at(2), None, participant=ANA, messageStubType="CIPHERTEXT"))
+    b.message(g, "P3", at(3), wam(g, "P3", at(3), None, from_me=True, messageStubType=21,
+                                  messageStubParameters=["Oficina 2"]))
+    b.message(g, "P4", at(4), wam(g, "P4", at(4), {"contactsArrayMessage": {"contacts": [
+        {"displayName": "Ana", "vcard": "BEGIN:VCARD\nFN:Ana\nEND:VCARD"},
+        {"displayName": "Ana", "vcard": "BEGIN:VCARD\nFN:Ana 2\nEND:VCARD"}]}}, from_me=True))
+    b.message(g, "P5", at(5) * 1000, wam(g, "P5", at(5), None, participant=ANA, messageStubType=32,
+                                         messageStubParameters=[ANA]))
+    b.message(g, "P6", at(6), wam(g, "P6", at(6), None, participant=ANA, messageStubType=29,
+                                  messageStubParameters=[ANA]))
+    b.write(engine)
+    view = view_of(engine)
+    assert transcript(view, "Oficina") == (
+        "[01/06/2024, 00:01:00] You: POLL:\n¿Pizza?\nOPTION: Sí\nOPTION: No\n"
+        "[01/06/2024, 00:02:00] +5491112345678: Waiting for this message. This may take a while.\n"
+        '[01/06/2024, 00:03:00] Oficina: You changed the subject to "Oficina 2"\n'
+        "[01/06/2024, 00:04:00] You: Ana.vcf (file attached)\nAna (2).vcf (file attached)\n"
+        "[01/06/2024, 00:05:00] Oficina: +5491112345678 left\n"
+        "[01/06/2024, 00:06:00] Oficina: <unsupported message P6: system message GROUP_PARTICIPANT_PROMOTE>\n")
+    assert view.read("Oficina/Ana (2).vcf") == b"BEGIN:VCARD\nFN:Ana 2\nEND:VCARD"
