@@ -193,7 +193,7 @@ def test_chat_arguments_pick_by_jid_number_or_name(edge_url: str, tmp_path: Path
     result = run("export", str(tmp_path / "out"), chat, "--engine", edge_url)
     assert result.exit_code == 0, result.output
     assert len(os.listdir(tmp_path / "out")) == 1
-    assert result.output.startswith("exported 1 chats")
+    assert result.output.startswith("exported 1 chat (")
 
 
 def test_unknown_chat_is_a_user_error(edge_url: str, tmp_path: Path) -> None:

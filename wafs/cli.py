@@ -335,7 +335,8 @@ def export_command(dest: str, chats: tuple[str, ...], as_zip: bool, locale: str,
         report = export_chats(view, dest, selected, as_zip=as_zip, progress=lambda chat: bar.update(1))
     if not quiet:
         what = "zip files" if as_zip else "folders"
-        click.echo(f"exported {report.chats} chats ({report.messages} messages, {report.media} media files, "
+        chats_noun = "chat" if report.chats == 1 else "chats"
+        click.echo(f"exported {report.chats} {chats_noun} ({report.messages} messages, {report.media} media files, "
                    f"{_megabytes(report.bytes)}) as {what} in {dest} in {report.seconds:.1f} s")
     if report.placeholders:
         click.echo(f"{report.placeholders} messages could not be read or are not supported: "

@@ -191,6 +191,11 @@ def _normal(jid: str) -> str:
     return f"{user.split(':', 1)[0]}{at}{server}"
 
 
+def _is_phone(jid: str) -> bool:
+    """A JID whose user part is a phone number (shown as ``+NUMBER``), not a LID, broadcast or channel."""
+    return jid.endswith(("@s.whatsapp.net", "@c.us")) and _user(jid).isdigit()
+
+
 def _is_group(cid: str) -> bool:
     return cid.endswith("@g.us")
 
@@ -395,7 +400,7 @@ class ChatsView:
         for jid, real in resolved.items():
             contact = dict(self._contacts.get(contact_keys[real], {})) if real in contact_keys else {}
             contact["_number"] = _user(real)
-            contact["_phone"] = not real.endswith("@lid")
+            contact["_phone"] = _is_phone(real)
             found[jid] = contact
         return found
 
@@ -449,7 +454,7 @@ class ChatsView:
                 title = _text(index.get("subject")) or _text(index.get("name")) or _user(cid)
                 titles[cid] = wanted[cid] = naming.sanitize(title)
                 continue
-            contact = contacts.get(_normal(cid), {"_number": _user(cid), "_phone": True})
+            contact = contacts.get(_normal(cid), {"_number": _user(cid), "_phone": _is_phone(cid)})
             name = (_text(contact.get("name")) or _text(index.get("name")) or _text(contact.get("notify"))
                     or _text(contact.get("verifiedName")))
             if name is None:
@@ -696,7 +701,7 @@ class ChatsView:
         """A person as the transcript names them: saved name, pushName, notify, verified name, number."""
         if _normal(jid) in self._me:
             return self.options.you
-        contact = contacts.get(_normal(jid), {"_number": _user(jid), "_phone": not jid.endswith("@lid")})
+        contact = contacts.get(_normal(jid), {"_number": _user(jid), "_phone": _is_phone(jid)})
         name = (_text(contact.get("name")) or _text(push_name) or _text(contact.get("notify"))
                 or _text(contact.get("verifiedName")))
         return naming.one_line(name) if name else self._number_label(contact)
