@@ -367,6 +367,9 @@ def test_polls_contacts_system_lines_and_millisecond_times(engine: Engine) -> No
                                          messageStubParameters=[ANA]))
     b.message(g, "P6", at(6), wam(g, "P6", at(6), None, participant=ANA, messageStubType=29,
                                   messageStubParameters=[ANA]))
+    b.message(g, "P7", at(7), {"key": {"remoteJid": g, "id": "P7", "participant": "999@lid",
+                                       "participantAlt": "34600111222@s.whatsapp.net"},
+                               "message": {"conversation": "por LID"}})
     b.write(engine)
     view = view_of(engine)
     assert transcript(view, "Oficina") == (
@@ -375,5 +378,6 @@ def test_polls_contacts_system_lines_and_millisecond_times(engine: Engine) -> No
         '[01/06/2024, 00:03:00] Oficina: You changed the subject to "Oficina 2"\n'
         "[01/06/2024, 00:04:00] You: Ana.vcf (file attached)\nAna (2).vcf (file attached)\n"
         "[01/06/2024, 00:05:00] Oficina: +5491112345678 left\n"
-        "[01/06/2024, 00:06:00] Oficina: <unsupported message P6: system message GROUP_PARTICIPANT_PROMOTE>\n")
+        "[01/06/2024, 00:06:00] Oficina: <unsupported message P6: system message GROUP_PARTICIPANT_PROMOTE>\n"
+        "[01/06/2024, 00:07:00] +34600111222: por LID\n")
     assert view.read("Oficina/Ana (2).vcf") == b"BEGIN:VCARD\nFN:Ana 2\nEND:VCARD"

@@ -167,6 +167,9 @@ def parse(raw: str, is_group: bool, chat_jid: str) -> Parsed:
     key = _dict(data.get("key"))
     from_me = key.get("fromMe") is True
     participant = _str(key.get("participant")) or _str(data.get("participant"))
+    phone = _str(key.get("participantPn")) or _str(key.get("participantAlt"))  # Baileys 6.7+ beside a LID
+    if participant and participant.endswith("@lid") and phone and phone.endswith("@s.whatsapp.net"):
+        participant = phone
     parsed = Parsed("text", from_me=from_me, sender=participant if is_group else chat_jid,
                     push_name=_str(data.get("pushName")))
     stub = _enum(data.get("messageStubType"), STUB_NAMES)
