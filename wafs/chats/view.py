@@ -568,7 +568,12 @@ class ChatsView:
             message = parsed.get(mid)
             if message is None:
                 author, from_me = authors.get(mid, (None, False))
-                sender = self.options.you if from_me else self._name(author, None, contacts) if author else info.title
+                if from_me:
+                    sender = self.options.you
+                elif author and info.is_group:
+                    sender = self._name(author, None, contacts)
+                else:  # the other person of a 1:1 chat, or nobody known: the chat
+                    sender = info.title
                 reason = unreadable.get(mid, "raw is missing")
                 lines.append(Line(timestamp, sender, f"<unreadable message {mid}: {reason}>", mid, True))
                 continue
