@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import click
 
 from . import __version__
+from .chats.transcript import LOCALES
 from .copy import copy_engine
 from .demo import write_demo
 from .engine import Engine
@@ -300,6 +301,56 @@ def demo_command(chats: int, messages: int, seed: int, force: bool, engine_url: 
         f"wrote {written} keys to {engine_url} ({chats} chats x {messages} messages, seed {seed}) "
         f"in {time.monotonic() - started:.1f} s"
     )
+
+
+@main.command(name="export")
+@click.argument("dest", type=click.Path(file_okay=False))
+@click.argument("chats", nargs=-1, metavar="[CHAT]...")
+@click.option("--zip", "as_zip", is_flag=True, help="One 'WhatsApp Chat with NAME.zip' per chat, as the app exports.")
+@click.option("--locale", type=click.Choice(LOCALES), default="en_GB", show_default=True,
+              help="Date format: en_GB [31/12/2024, 23:59:59], en_US [12/31/24, 11:59:59 PM].")
+@click.option("--timezone", "tz", metavar="ZONE", default=None,
+              help="IANA time zone of the times, e.g. UTC  [default: this machine's]")
+@click.option("--no-media", is_flag=True, help="Write '<Media omitted>' and no media files (the app's 'Without media').")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary; failures are still reported.")
+@engine_option
+def export_command(dest: str, chats: tuple[str, ...], as_zip: bool, locale: str, tz: str | None, no_media: bool,
+                   quiet: bool, engine_url: str) -> None:
+    """Export chats as WhatsApp's own 'Export chat' does, into the folder DEST.
+
+    Each chat becomes DEST/NAME/NAME.txt, one line per message
+    ([31/12/2024, 23:59:59] Ana: text), with its media beside it
+    (IMG-20240531-WA0000.jpg...); with --zip, DEST/WhatsApp Chat with NAME.zip.
+    CHAT picks chats by JID, number or name (default: every chat). Messages that
+    cannot be read are placeholder lines naming the message id; the summary counts
+    them. Rules: docs/chats.md.
+
+    \b
+        wafs export ./chats
+        wafs export ./chats 'Ana García' 5491112345678 --zip
+        wafs export ./chats --engine 'redis://localhost:6379/0?prefix=wa:bot' --locale en_US
+    """
+    from .chats import ChatOptions, ChatsView
+    from .chats.export import export_chats, select_chats
+
+    try:
+        options = ChatOptions(locale=locale, timezone=tz, media=not no_media)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--timezone") from None
+    view = ChatsView(open_url(engine_url), options)
+    selected = select_chats(view, chats) if chats else view.chats()
+    show = not quiet and sys.stderr.isatty()
+    with click.progressbar(length=len(selected), label="exporting", file=sys.stderr, show_pos=True,
+                           hidden=not show) as bar:
+        report = export_chats(view, dest, selected, as_zip=as_zip, progress=lambda chat: bar.update(1))
+    if not quiet:
+        what = "zip files" if as_zip else "folders"
+        chats_noun = "chat" if report.chats == 1 else "chats"
+        click.echo(f"exported {report.chats} {chats_noun} ({report.messages} messages, {report.media} media files, "
+                   f"{_megabytes(report.bytes)}) as {what} in {dest} in {report.seconds:.1f} s")
+    if report.placeholders:
+        click.echo(f"{report.placeholders} messages could not be read or are not supported: "
+                   "placeholder lines name them (grep '<unreadable message' or '<unsupported message')", err=True)
 
 
 # --- mount commands ---
