@@ -273,7 +273,7 @@ class MountModel(RuleBasedStateMachine):
             dirs |= {prefix + d for d in subdirs}
             for name in names:
                 files[prefix + name] = Path(top, name).read_text(encoding="utf-8")
-        assert files == self.model
+        assert files == self.model, (files, self.model)
         must = self.must()
         assert must <= dirs, f"missing directories {sorted(must - dirs)}"
         assert dirs <= self.may | must, f"unexpected directories {sorted(dirs - self.may - must)}"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import logging
 import os
@@ -15,40 +14,24 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import mfusepy
 
 from ..engine import Engine
 from ..errors import WafsError
 from ..registry import open_engine
-from .fs import WafsOperations
+from .fuse import Session
+from .operations import Operations
+from .options import MountOptions
 
 log = logging.getLogger(__name__)
 
 READY = b"ready\n"
 START_TIMEOUT = 60.0
 UNMOUNT_TIMEOUT = 10.0
-#: How long the kernel trusts the names and attributes it was given (entry and attr timeout).
-KERNEL_CACHE_SECONDS = 1.0
 
 
 class MountError(WafsError):
     """A mount or unmount could not be done; the message says what to do."""
-
-
-@dataclass
-class MountOptions:
-    """What ``wafs mount`` was asked for."""
-
-    read_only: bool = False
-    ttl: float = 1.0
-    cache_bytes: int = 64 << 20
-    allow_other: bool = False
-    umask: int = 0o077
-    debug: bool = False
 
 
 def mounted_at(mountpoint: str | os.PathLike[str]) -> str | None:
@@ -88,103 +71,68 @@ def check_mountpoint(mountpoint: str) -> None:
 
 def serve(engine: Engine, mountpoint: str, options: MountOptions,
           on_ready: Callable[[], None] = lambda: None, refresh_on_sighup: bool = False) -> None:
-    """Read the engine's tree and serve the mount in this thread until it is unmounted."""
+    """Read the engine's tree and serve the mount in this thread until it is unmounted.
+
+    With ``refresh_on_sighup`` (a daemon of its own), SIGHUP reads the store again and
+    SIGTERM or SIGINT unmounts."""
     if refresh_on_sighup:  # before any thread starts: every thread inherits the blocked mask
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
-    operations = WafsOperations(
-        engine,
-        read_only=options.read_only,
-        ttl=options.ttl,
-        cache_bytes=options.cache_bytes,
-        file_mode=0o666 & ~options.umask,
-        dir_mode=0o777 & ~options.umask,
-        attr_timeout=KERNEL_CACHE_SECONDS,
-    )
+        signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    operations = Operations(engine, options)
     following = operations.follow_changes()
     operations.tree.refresh()  # a backend that is down fails the mount here, with its message
     operations.tree.start_polling()
     operations.on_ready = on_ready
-    fuse_options: dict[str, object] = {
-        "fsname": f"wafs:{type(engine).__name__}",
-        "subtype": "wafs",
-        "default_permissions": True,
-        "nosuid": True,
-        "nodev": True,
-        "attr_timeout": KERNEL_CACHE_SECONDS,
-        "entry_timeout": KERNEL_CACHE_SECONDS,
-        "negative_timeout": 0.0,
-        "use_ino": True,  # the stable st_ino of WafsOperations, not libfuse's node numbers
-    }
+    fuse_options = [f"fsname=wafs:{type(engine).__name__}", "subtype=wafs", "default_permissions",
+                    "nosuid", "nodev"]
     if options.read_only:
-        fuse_options["ro"] = True
+        fuse_options.append("ro")
     if options.allow_other:
-        fuse_options["allow_other"] = True
-    log.info("serving %r at %s (%s)", engine, mountpoint,
-             "change feed" if following else f"TTL {options.ttl} s")
+        fuse_options.append("allow_other")
+    if options.debug:
+        fuse_options.append("debug")
+    mode = "change feed" if following else f"TTL {options.ttl} s"
+    log.info("serving %r at %s (%s)", engine, mountpoint, mode)
+    session = Session(operations, mountpoint, fuse_options)
+    operations.kernel.attach(session)
     if refresh_on_sighup:
-        _refresh_on_sighup(operations)
+        _handle_signals(operations, mountpoint)
     # One FUSE thread: Python serves one request at a time anyway (the GIL), and handing
-    # requests between libfuse's threads cost more than it saved (find and ls -l ran 2x
-    # slower with threads). Change feeds, sweeps and SIGHUP still run in threads of their own.
-    _Fuse(operations, mountpoint, foreground=True, debug=options.debug, nothreads=True, **fuse_options)
+    # requests between threads costs more than it saves. Change feeds, sweeps, kernel
+    # notifications and signals run in threads of their own.
+    session.loop()
 
 
-class _Fuse(mfusepy.FUSE):  # type: ignore[misc]  # mfusepy ships no type information
-    """mfusepy with the cache mode chosen per open file (see :meth:`WafsOperations.page_cached`)."""
-
-    operations: WafsOperations
-
-    def open(self, path: bytes, fip: Any) -> int:
-        info = fip.contents
-        info.fh = self.operations.open(path.decode(self.encoding, self.errors), info.flags)
-        cached = self.operations.page_cached(info.fh)
-        info.direct_io = not cached
-        info.noflush = cached  # nothing to write back: close skips the FLUSH request
-        return 0
-
-    def getattr_fuse_2(self, path: bytes, buf: Any) -> int:
-        return self._stat(path, buf)
-
-    def getattr_fuse_3(self, path: bytes, buf: Any, fip: Any) -> int:
-        return self._stat(path, buf)
-
-    def _stat(self, path: bytes, buf: Any) -> int:
-        # mfusepy's generic attribute copy cost more than the lookup itself (one per LOOKUP).
-        attrs = self.operations.getattr(path.decode(self.encoding, self.errors))
-        ctypes.memset(buf, 0, ctypes.sizeof(mfusepy.c_stat))
-        st = buf.contents
-        st.st_ino, st.st_mode, st.st_nlink = attrs["st_ino"], attrs["st_mode"], attrs["st_nlink"]
-        st.st_uid, st.st_gid, st.st_size = attrs["st_uid"], attrs["st_gid"], attrs["st_size"]
-        st.st_blocks = attrs.get("st_blocks", 0)
-        for field in ("st_atime", "st_mtime", "st_ctime"):
-            spec = getattr(st, field + "spec")
-            spec.tv_sec, spec.tv_nsec = divmod(attrs[field], 1_000_000_000)
-        return 0
-
-    def create(self, path: bytes, mode: int, fip: Any) -> int:
-        info = fip.contents
-        info.fh = self.operations.create(path.decode(self.encoding, self.errors), mode, info.flags)
-        info.direct_io = True
-        return 0
+_SIGNALS = {signal.SIGHUP, signal.SIGTERM, signal.SIGINT}
 
 
-def _refresh_on_sighup(operations: WafsOperations) -> None:
-    """SIGHUP (``wafs refresh``) makes the daemon read the whole store again.
+def _handle_signals(operations: Operations, mountpoint: str) -> None:
+    """SIGHUP (``wafs refresh``) reads the whole store again; SIGTERM and SIGINT unmount.
 
-    :func:`serve` blocked SIGHUP before it started any thread, so every thread (libfuse's
-    too) has it blocked; this one takes it with sigwait, so libfuse never sees it.
-    """
+    :func:`serve` blocked these signals before it started any thread, so every thread (the
+    FUSE loop too) has them blocked; this thread takes them with sigwait."""
 
     def wait() -> None:
         while True:
-            signal.sigwait({signal.SIGHUP})
+            received = signal.sigwait(_SIGNALS)
+            if received != signal.SIGHUP:
+                log.info("%s: unmounting %s", signal.Signals(received).name, mountpoint)
+                _detach(mountpoint)
+                return
             log.info("SIGHUP: reading the store again")
             try:
                 operations.refresh()
             except Exception:
                 log.exception("refresh failed; the next access tries again")
 
-    threading.Thread(target=wait, name="wafs-sighup", daemon=True).start()
+    threading.Thread(target=wait, name="wafs-signals", daemon=True).start()
+
+
+def _detach(mountpoint: str) -> None:
+    tool = shutil.which("fusermount3") or "fusermount3"
+    result = subprocess.run([tool, "-u", "-z", mountpoint], capture_output=True, text=True,
+                            timeout=UNMOUNT_TIMEOUT)
+    if result.returncode != 0:
+        log.error("could not unmount %s: %s", mountpoint, result.stderr.strip())
 
 
 def mount(engine_url: str, mountpoint: str, options: MountOptions, *, foreground: bool = False,
@@ -197,7 +145,7 @@ def mount(engine_url: str, mountpoint: str, options: MountOptions, *, foreground
     """
     mountpoint = os.path.abspath(mountpoint)
     check_mountpoint(mountpoint)
-    if shutil.which("fusermount3") is None and shutil.which("fusermount") is None:
+    if shutil.which("fusermount3") is None:
         raise MountError("FUSE is not installed: apt-get install fuse3")
     if foreground:
         with open_engine(engine_url) as engine, _pid_file(mountpoint):
@@ -335,7 +283,7 @@ def unmount(mountpoint: str, *, lazy: bool = False, timeout: float = UNMOUNT_TIM
         raise MountError(f"{mountpoint} is not mounted")
     if not kind.startswith("fuse"):
         raise MountError(f"{mountpoint} is a {kind} filesystem, not a wafs mount; not touching it")
-    tool = shutil.which("fusermount3") or shutil.which("fusermount") or "fusermount3"
+    tool = shutil.which("fusermount3") or "fusermount3"
     command = [tool, "-u"] + (["-z"] if lazy else []) + [mountpoint]
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:

@@ -119,11 +119,23 @@ class Tree:
         self._rescan_seconds = 0.0  # how long the last whole-store rebuild took
         self._scan_failed = False  # the last rebuild failed: do not serve the old tree
         self._stopped = threading.Event()
+        self._dir_changed: dict[str, int] = {}  # directory -> wall time its names last changed
+        self._rebuilt_ns = 0  # wall time the last whole-store read replaced an older tree
         self.on_hidden: Callable[[str], None] = lambda key: log.warning(
             "key %r cannot be shown as a path; it is hidden (rm -r of its parent still removes it)", key
         )
 
     # --- freshness -------------------------------------------------------------------------
+
+    def changed_ns(self, directory: str) -> int:
+        """When the names in ``directory`` last changed, as far as the daemon knows (wall ns).
+
+        A bulk tree read again from the store may differ anywhere: every directory counts as
+        changed then, so the kernel lists it again."""
+        return max(self._dir_changed.get(directory, 0), self._rebuilt_ns)
+
+    def _names_changed(self, path: str) -> None:
+        self._dir_changed[path.rpartition(SEPARATOR)[0]] = time.time_ns()
 
     def invalidate(self) -> None:
         """Forget every listing: the next access reads the store again."""
@@ -220,6 +232,8 @@ class Tree:
                 for path in self._local_dirs:
                     self._make_dirs(new_root, path, local=True)
                 new_root.loaded = started
+                if self.root.loaded:
+                    self._rebuilt_ns = time.time_ns()
                 self.root = new_root
                 self._rescan_seconds = time.monotonic() - started
                 self._note_hidden(hidden)
@@ -296,8 +310,19 @@ class Tree:
                         node.entries[name] = previous
                 for change in replay:
                     self._apply(self.root, change)
+                if node.entries.keys() != old.keys():
+                    self._dir_changed[path] = now = time.time_ns()
+                    for name, previous in old.items():  # gone, with all below: if they come
+                        if isinstance(previous, Directory) and name not in node.entries:  # back,
+                            self._mark_subtree(self._join(path, name), previous, now)  # list anew
                 node.loaded = started
                 self._note_hidden(hidden)
+
+    def _mark_subtree(self, path: str, directory: Directory, now: int) -> None:
+        self._dir_changed[path] = now
+        for name, entry in directory.entries.items():
+            if isinstance(entry, Directory):
+                self._mark_subtree(self._join(path, name), entry, now)
 
     def _holds_local_dir(self, path: str) -> bool:
         # A directory with no keys left on disk stays while a mkdir-made directory is below it.
@@ -445,6 +470,8 @@ class Tree:
 
     def _change(self, change: _Change) -> None:
         with self.lock:
+            if change.kind != "size":
+                self._names_changed(change.path)
             emptied = self._apply(self.root, change)
             if emptied:  # kept by the next rebuilds too, until rmdir
                 self._make_dirs(self.root, emptied, local=True)

@@ -1,0 +1,346 @@
+"""The mount while another client (the bot) writes the same keys, as on a local disk.
+
+Each test runs on a Redis mount that follows keyspace notifications (long kernel timeouts,
+exact invalidation) and on a FileEngine mount (no change feed: the TTL bounds what the
+kernel keeps). The other client is a second engine on the same store. Real shells, real
+``cat``, ``tail -f``, ``tar``, ``find``; several processes hold the same file.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from typing import IO
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from wafs import Engine, FileEngine
+from wafs.engines.redis import RedisEngine
+
+from .mounting import mounted, sh
+
+TTL = 0.5
+#: How long a change by the other client may take to show: one event, or the TTL plus the
+#: kernel's timeout (the same TTL) on a mount without a feed, and slack for a busy machine.
+BOUND = 2 * TTL + 1.5
+_prefixes = iter(range(1_000_000))
+
+
+@dataclass
+class Mount:
+    path: Path
+    engine: Engine  # the one the mount serves
+    other: Engine  # another client of the same store: the bot
+
+    def p(self, name: str) -> Path:
+        return self.path / name
+
+
+def _engines(kind: str, redis_server, tmp_path: Path) -> tuple[Engine, Engine]:
+    if kind == "file":
+        return FileEngine(tmp_path / "store"), FileEngine(tmp_path / "store")
+    query = urllib.parse.urlencode({"prefix": f"wa:conc{next(_prefixes)}:{os.getpid()}", "notifications": "enable"})
+    url = f"{redis_server.url}?{query}"
+    return RedisEngine.from_url(url), RedisEngine.from_url(url)
+
+
+def _mount(request: pytest.FixtureRequest, tmp_path: Path, read_only: bool) -> Iterator[Mount]:
+    kind = request.param
+    server = request.getfixturevalue("redis_server") if kind == "redis" else None
+    engine, other = _engines(kind, server, tmp_path)
+    try:
+        with mounted(engine, tmp_path / "mnt", ttl=TTL, read_only=read_only) as path:
+            yield Mount(path, engine, other)
+    finally:
+        other.close()
+        engine.close()
+
+
+@pytest.fixture(params=["redis", "file"])
+def mount(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Mount]:
+    """A writable mount and the other client."""
+    yield from _mount(request, tmp_path, read_only=False)
+
+
+@pytest.fixture(params=["redis", "file"])
+def ro_mount(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Mount]:
+    """A ``--read-only`` mount and the other client."""
+    yield from _mount(request, tmp_path, read_only=True)
+
+
+def eventually(what: str, check: Callable[[], bool], bound: float = BOUND) -> None:
+    """Poll ``check`` until it holds; ENOENT counts as "not yet", any other error fails."""
+    deadline = time.monotonic() + bound
+    while not _holds(check):
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not within {bound:.1f} s")
+        time.sleep(0.02)
+
+
+def _holds(check: Callable[[], bool]) -> bool:
+    try:
+        return check()
+    except FileNotFoundError:
+        return False
+
+
+def read(path: Path) -> bytes:
+    with open(path, "rb") as file:
+        return file.read()
+
+
+# --- appends --------------------------------------------------------------------------------
+
+
+def test_append_lands_at_the_end_of_what_the_bot_just_wrote(mount: Mount) -> None:
+    mount.other.set("f", "a" * 100)
+    eventually("the first value", lambda: read(mount.p("f")) == b"a" * 100)
+    with open(mount.p("f"), "rb") as holder:  # another process holds it open, like tail -f
+        holder.read(10)
+        mount.other.set("f", "b" * 10)  # shorter than the size the kernel holds
+        sh(f"echo line >> {mount.p('f')}")
+    assert mount.other.get("f") == "b" * 10 + "line\n"
+    mount.other.set("f", "c" * 300)  # longer
+    sh(f"echo more >> {mount.p('f')}")
+    assert mount.other.get("f") == "c" * 300 + "more\n"
+
+
+def test_forty_concurrent_appends_keep_forty_lines(mount: Mount) -> None:
+    mount.other.set("log", "first\n")
+    eventually("the log", lambda: read(mount.p("log")) == b"first\n")
+    sh(f"for i in $(seq 40); do echo \"line $i\" >> {mount.p('log')} & done; wait")
+    value = mount.other.get("log")
+    assert value is not None and "\0" not in value
+    assert sorted(value.splitlines()) == sorted(["first"] + [f"line {i}" for i in range(1, 41)])
+    assert read(mount.p("log")) == value.encode()
+
+
+# --- one open, one value ----------------------------------------------------------------------
+
+
+def _one_open_one_value(mount: Mount, old: bytes, new: bytes) -> None:
+    mount.other.set("big", old.decode())
+    eventually("the old value", lambda: read(mount.p("big")) == old)
+    with open(mount.p("big"), "rb", buffering=0) as first:
+        start = first.read(4096)
+        mount.other.set("big", new.decode())
+        seen: list[bytes] = []
+
+        def second_reader_sees_new() -> bool:
+            data = read(mount.p("big"))
+            seen.append(data)
+            return data == new
+
+        eventually("the new value through a new open", second_reader_sees_new)
+        assert all(data in (old, new) for data in seen), "an open returned bytes of two values"
+        rest = first.read()
+    assert start + rest == old, "the first open returned bytes of two values"
+    assert os.stat(mount.p("big")).st_size == len(new)
+
+
+@pytest.mark.parametrize("new_size", [1 << 20, 600 << 10, 3 << 20])
+def test_an_open_reads_one_value_while_the_bot_rewrites_it(mount: Mount, new_size: int) -> None:
+    _one_open_one_value(mount, b"a" * (1 << 20), b"b" * new_size)
+
+
+@pytest.mark.parametrize("new_size", [1 << 20, 600 << 10])
+def test_an_open_reads_one_value_on_a_read_only_mount(ro_mount: Mount, new_size: int) -> None:
+    _one_open_one_value(ro_mount, b"a" * (1 << 20), b"b" * new_size)
+
+
+def test_sixteen_mib_values_are_read_whole(ro_mount: Mount) -> None:
+    _one_open_one_value(ro_mount, b"x" * (16 << 20), b"y" * (16 << 20))
+
+
+# --- what stat, backups and followers see --------------------------------------------------------
+
+
+def test_stat_and_backups_see_the_new_size_while_a_reader_holds_the_file(mount: Mount, tmp_path: Path) -> None:
+    mount.other.set("chat/index", "x" * 100)
+    eventually("the value", lambda: read(mount.p("chat/index")) == b"x" * 100)
+    with open(mount.p("chat/index"), "rb"):
+        mount.other.set("chat/index", "y" * 300)
+        eventually("the new size", lambda: os.stat(mount.p("chat/index")).st_size == 300)
+        assert sh(f"stat -c %s {mount.p('chat/index')}").stdout.strip() == "300"
+        assert sh(f"du -b {mount.p('chat/index')}").stdout.split()[0] == "300"
+        backup = tmp_path / "backup"
+        backup.mkdir()
+        sh(f"tar -C {mount.path} -cf - chat | tar -C {backup} -xf -")
+        assert read(backup / "chat/index") == b"y" * 300
+
+
+def test_tail_f_follows_what_the_bot_appends(mount: Mount) -> None:
+    mount.other.set("transcript", "one\n")
+    eventually("the file", lambda: read(mount.p("transcript")) == b"one\n")
+    tail = subprocess.Popen(["tail", "-f", "-s", "0.1", str(mount.p("transcript"))],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert tail.stdout is not None
+        assert tail.stdout.readline() == "one\n"
+        mount.other.set("transcript", "one\ntwo\n")
+        lines: list[str] = []
+        reader = _reader(tail.stdout, lines)
+        eventually("the appended line in tail -f", lambda: "two\n" in lines)
+        reader.join(0)
+    finally:
+        tail.kill()
+        tail.wait(5)
+
+
+def _reader(stream: IO[str], lines: list[str]) -> threading.Thread:
+    """Collect the lines of ``stream`` in a thread (a blocking readline must not hang the test)."""
+    thread = threading.Thread(target=lambda: lines.extend(iter(stream.readline, "")), daemon=True)
+    thread.start()
+    return thread
+
+
+def test_find_newer_sees_what_the_bot_changed(mount: Mount, tmp_path: Path) -> None:
+    mount.other.set("a", "1")
+    mount.other.set("b", "1")
+    eventually("both files", lambda: read(mount.p("a")) == b"1" and read(mount.p("b")) == b"1")
+    time.sleep(0.05)
+    reference = tmp_path / "reference"
+    reference.write_text("")
+    time.sleep(0.05)
+    mount.other.set("a", "22")
+    eventually("the change", lambda: read(mount.p("a")) == b"22")
+    newer = sh(f"find {mount.path} -type f -newer {reference}").stdout.split()
+    assert newer == [str(mount.p("a"))]
+
+
+def _mapped(path: Path) -> str:
+    """What another process reads through ``mmap`` (this one serves the mount: a page fault
+    here would wait for the serving thread while holding the interpreter lock)."""
+    program = "import mmap, sys; f = open(sys.argv[1], 'rb'); print(mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)[:].decode())"
+    return subprocess.run([sys.executable, "-c", program, str(path)], capture_output=True, text=True, check=True,
+                          timeout=30).stdout.rstrip("\n")
+
+
+def test_mmap_reads_the_value(mount: Mount) -> None:
+    mount.other.set("m", "mapped bytes")
+    eventually("the value", lambda: read(mount.p("m")) == b"mapped bytes")
+    assert _mapped(mount.p("m")) == "mapped bytes"
+
+
+def test_mmap_on_a_read_only_mount(ro_mount: Mount) -> None:
+    ro_mount.other.set("m", "mapped bytes")
+    eventually("the value", lambda: read(ro_mount.p("m")) == b"mapped bytes")
+    assert _mapped(ro_mount.p("m")) == "mapped bytes"
+
+
+# --- pending writes ------------------------------------------------------------------------------
+
+
+_WRITER = """
+import sys
+path = sys.argv[1]
+with open(path, "wb", buffering=0) as out:
+    for line in sys.stdin:
+        out.write(bytes.fromhex(line.strip()))
+        print("written", flush=True)
+"""
+
+
+def test_readers_never_see_pending_or_refused_bytes(mount: Mount) -> None:
+    mount.other.set("f", "committed")
+    eventually("the value", lambda: read(mount.p("f")) == b"committed")
+    writer = subprocess.Popen([sys.executable, "-c", _WRITER, str(mount.p("f"))], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert writer.stdin is not None and writer.stdout is not None
+    try:
+        for chunk in (b"pending", b"\xff\xfe"):  # the second one is not UTF-8: refused at close
+            writer.stdin.write(chunk.hex() + "\n")
+            writer.stdin.flush()
+            assert writer.stdout.readline() == "written\n"
+            assert read(mount.p("f")) == b"committed"
+            assert sh(f"cat {mount.p('f')}").stdout == "committed"
+        writer.stdin.close()
+        assert writer.wait(30) != 0
+        assert "Invalid or incomplete multibyte" in (writer.stderr.read() if writer.stderr else "")
+    finally:
+        writer.kill()
+        writer.wait(10)
+    assert read(mount.p("f")) == b"committed"
+    assert mount.other.get("f") == "committed"
+
+
+def test_a_file_removed_while_written_does_not_come_back(mount: Mount) -> None:
+    mount.other.set("f", "old")
+    eventually("the value", lambda: read(mount.p("f")) == b"old")
+    with open(mount.p("f"), "w") as writer:
+        writer.write("new data")
+        writer.flush()
+        os.unlink(mount.p("f"))
+        writer.write(" and more")
+    with pytest.raises(FileNotFoundError):
+        os.stat(mount.p("f"))
+    assert mount.other.get("f") is None
+    assert "f" not in os.listdir(mount.path)
+
+
+def test_a_file_renamed_while_written_keeps_all_its_data(mount: Mount) -> None:
+    mount.other.set("f", "old")
+    eventually("the value", lambda: read(mount.p("f")) == b"old")
+    with open(mount.p("f"), "w") as writer:
+        writer.write("part one, ")
+        writer.flush()
+        os.rename(mount.p("f"), mount.p("g"))
+        writer.write("part two")
+    assert mount.other.get("g") == "part one, part two"
+    assert mount.other.get("f") is None
+    with pytest.raises(FileNotFoundError):
+        os.stat(mount.p("f"))
+    assert read(mount.p("g")) == b"part one, part two"
+
+
+# --- exclusive creation and renames ----------------------------------------------------------------
+
+
+def test_o_excl_fails_on_a_key_another_client_just_created(mount: Mount) -> None:
+    with pytest.raises(FileNotFoundError):
+        os.stat(mount.p("x"))  # the kernel now holds a negative entry for x
+    mount.other.set("x", "theirs")
+    with pytest.raises(FileExistsError):
+        os.open(mount.p("x"), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    result = sh(f"set -C; echo mine > {mount.p('x')}", check=False)
+    assert result.returncode != 0
+    assert mount.other.get("x") == "theirs"
+
+
+_RENAME_NOREPLACE, _RENAME_EXCHANGE = 1, 2
+_AT_FDCWD = -100
+
+
+def _renameat2(old: Path, new: Path, flags: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.renameat2(_AT_FDCWD, os.fsencode(old), _AT_FDCWD, os.fsencode(new), flags) != 0:
+        number = ctypes.get_errno()
+        raise OSError(number, os.strerror(number))
+
+
+def test_rename_exchange_is_refused_and_keeps_both_values(mount: Mount) -> None:
+    (mount.p("a")).write_text("A")
+    (mount.p("b")).write_text("B")
+    with pytest.raises(OSError) as refused:
+        _renameat2(mount.p("a"), mount.p("b"), _RENAME_EXCHANGE)
+    assert refused.value.errno == errno.EINVAL
+    assert (mount.other.get("a"), mount.other.get("b")) == ("A", "B")
+
+
+def test_rename_noreplace_keeps_the_target(mount: Mount) -> None:
+    (mount.p("a")).write_text("A")
+    mount.other.set("b", "B")  # the kernel may not know b yet: the store decides
+    with pytest.raises(FileExistsError):
+        _renameat2(mount.p("a"), mount.p("b"), _RENAME_NOREPLACE)
+    assert (mount.other.get("a"), mount.other.get("b")) == ("A", "B")
+    _renameat2(mount.p("a"), mount.p("c"), _RENAME_NOREPLACE)
+    assert (mount.other.get("a"), mount.other.get("c")) == (None, "A")

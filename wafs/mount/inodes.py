@@ -1,0 +1,153 @@
+"""The inodes the kernel holds, and what it was told about each.
+
+The kernel names files by inode number. An inode stands for one path and, for a file, for
+one version of its value: the kernel may cache its attributes and pages for as long as they
+are true. A value that grows by an append keeps its inode (the old bytes are a prefix of the
+new ones, so cached pages stay right). Any other change gives the path a new inode
+(:meth:`InodeTable.supersede`): a process that has the old one open keeps reading the old
+value, as after a rename over a file on a disk, and the next lookup of the name finds the
+new one. Inode numbers are a hash of the path (the next free number when a superseded version
+still holds it), so an unchanged file keeps its ``st_ino`` however often the kernel forgets
+and finds it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+
+from ..keys import SEPARATOR
+from .fuse import ROOT_INO
+from .tree import VALUE_NAME
+
+
+class Inode:
+    """An inode the kernel knows (``lookups`` > 0), or one kept open past its name."""
+
+    __slots__ = ("ino", "parent", "name", "is_dir", "lookups", "size", "digest", "current", "data",
+                 "mtime_ns", "children")
+
+    def __init__(self, ino: int, parent: Inode | None, name: str, is_dir: bool) -> None:
+        self.ino = ino
+        self.parent = parent
+        self.name = name
+        self.is_dir = is_dir
+        self.lookups = 0
+        #: For a file: the size the kernel was told, and the digest of the version it stands for
+        #: (None: no byte of it was read yet, so any version may still become this inode's).
+        self.size = 0
+        self.digest: int | None = None
+        #: False once the name has a newer inode, or is gone: it then serves ``data`` only.
+        self.current = True
+        self.data: bytes | None = None
+        self.mtime_ns = 0
+        #: For a directory: the current inodes of the names in it that the kernel holds.
+        self.children: dict[str, Inode] | None = {} if is_dir else None
+
+    @property
+    def path(self) -> str:
+        """The tree path (``""`` for the root, ``dir/__value__`` for a directory's own value)."""
+        names = []
+        node: Inode | None = self
+        while node is not None and node.ino != ROOT_INO:
+            names.append(node.name)
+            node = node.parent
+        return SEPARATOR.join(reversed(names))
+
+    @property
+    def removed(self) -> bool:
+        """Its name was removed (unlinked, deleted by another client, renamed over)."""
+        return self.parent is None and self.ino != ROOT_INO
+
+    @property
+    def key(self) -> str:
+        path = self.path
+        if self.name == VALUE_NAME and SEPARATOR in path:
+            return path[: -len(VALUE_NAME) - 1]
+        return path
+
+
+class InodeTable:
+    """Inode numbers to :class:`Inode`, with the kernel's lookup counts. Not thread-safe:
+    the operations hold their lock around every call."""
+
+    def __init__(self, mtime_ns: int) -> None:
+        self.root = Inode(ROOT_INO, None, "", is_dir=True)
+        self.root.lookups = 1
+        self.root.mtime_ns = mtime_ns
+        self._inodes: dict[int, Inode] = {ROOT_INO: self.root}
+
+    def get(self, ino: int) -> Inode | None:
+        return self._inodes.get(ino)
+
+    def __iter__(self) -> Iterator[Inode]:
+        return iter(list(self._inodes.values()))
+
+    def __len__(self) -> int:
+        return len(self._inodes)
+
+    def find(self, parent: Inode, name: str, is_dir: bool) -> Inode | None:
+        """The current inode of ``name`` in ``parent``, if the kernel holds one."""
+        found = parent.children.get(name) if parent.children is not None else None
+        return found if found is not None and found.is_dir == is_dir else None
+
+    def child(self, parent: Inode, name: str, is_dir: bool) -> Inode:
+        """The current inode of ``name`` in ``parent``, made when the kernel has none (a name
+        that changed between file and directory gets a new inode)."""
+        assert parent.children is not None
+        found = parent.children.get(name)
+        if found is not None:
+            if found.is_dir == is_dir:
+                return found
+            self.supersede(found, None)
+        ino = self._number(_join(parent.path, name), is_dir)
+        while ino in self._inodes:  # a superseded version still held, or a hash collision
+            ino = ino + 1 if ino < (1 << 63) - 1 else 2
+        inode = Inode(ino, parent, name, is_dir)
+        self._inodes[ino] = inode
+        parent.children[name] = inode
+        return inode
+
+    def forget(self, ino: int, count: int) -> None:
+        inode = self._inodes.get(ino)
+        if inode is None or ino == ROOT_INO:
+            return
+        inode.lookups -= count
+        if inode.lookups <= 0:
+            del self._inodes[ino]
+            self._detach(inode)
+
+    def supersede(self, inode: Inode, data: bytes | None) -> None:
+        """The name of ``inode`` has a new version, or is gone: the next lookup gets a new
+        inode; this one serves ``data`` (the bytes of its version, if the daemon still has
+        them) until the kernel forgets it."""
+        if not inode.current:
+            return
+        inode.current = False
+        inode.data = data
+        self._detach(inode)
+
+    def move(self, inode: Inode, parent: Inode, name: str) -> None:
+        """``inode`` was renamed over whatever ``parent`` held as ``name`` (the caller
+        superseded that): it keeps its number, as the kernel moved its entry."""
+        assert parent.children is not None
+        self._detach(inode)
+        inode.parent, inode.name = parent, name
+        parent.children[name] = inode
+
+    @staticmethod
+    def _detach(inode: Inode) -> None:
+        parent = inode.parent
+        if parent is not None and parent.children is not None and parent.children.get(inode.name) is inode:
+            del parent.children[inode.name]
+
+    @staticmethod
+    def _number(path: str, is_dir: bool) -> int:
+        """The same number for the same path whenever it is free: ``st_ino`` stays put."""
+        seed = f"{'d' if is_dir else 'f'}:{path}".encode("utf-8", "surrogateescape")
+        number = int.from_bytes(hashlib.blake2b(seed, digest_size=8).digest(), "big") >> 1
+        return number if number > ROOT_INO else number + 2
+
+
+def _join(directory: str, name: str) -> str:
+    return f"{directory}{SEPARATOR}{name}" if directory else name

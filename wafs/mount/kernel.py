@@ -1,0 +1,76 @@
+"""Telling the kernel what changed, from a thread of its own.
+
+Dropping an entry or cached pages makes the kernel take the directory's or the pages'
+locks; a process may hold them while it waits for the daemon to answer a request, so the
+serving thread must never wait for such a call. They are queued here and sent by one
+thread, in order. Attributes alone can be dropped from any thread at once
+(:meth:`KernelCache.forget_attributes`): the kernel takes no lock for that.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+
+class Notifier(Protocol):
+    def invalidate_inode(self, ino: int, offset: int = 0, length: int = 0) -> None: ...
+
+    def invalidate_entry(self, parent: int, name: bytes) -> None: ...
+
+
+_STOP = ("stop", 0, b"")
+
+
+class KernelCache:
+    """The kernel's caches of one mount, as the daemon tells it to drop them."""
+
+    def __init__(self) -> None:
+        self._session: Notifier | None = None
+        self._queue: queue.SimpleQueue[tuple[str, int, bytes]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def attach(self, session: Notifier) -> None:
+        """Start telling ``session``'s kernel; before this, nothing is cached there yet."""
+        self._session = session
+        self._thread = threading.Thread(target=self._run, name="wafs-kernel-cache", daemon=True)
+        self._thread.start()
+
+    def detach(self) -> None:
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join(5.0)
+        self._session = None
+
+    def forget_attributes(self, ino: int) -> None:
+        """The kernel asks for ``ino``'s attributes again before it next uses them (and,
+        finding another size or mtime, drops its cached pages itself)."""
+        session = self._session
+        if session is not None:
+            session.invalidate_inode(ino, -1, 0)
+
+    def forget_listing(self, ino: int) -> None:
+        """The kernel lists directory ``ino`` again (and asks for its attributes)."""
+        self._queue.put(("inode", ino, b""))
+
+    def forget_entry(self, parent: int, name: str) -> None:
+        """The kernel looks ``name`` up in directory ``parent`` again (drops a negative entry too)."""
+        self._queue.put(("entry", parent, name.encode("utf-8", "surrogateescape")))
+
+    def _run(self) -> None:
+        while True:
+            kind, ino, name = self._queue.get()
+            session = self._session
+            if kind == "stop" or session is None:
+                return
+            try:
+                if kind == "inode":
+                    session.invalidate_inode(ino, 0, 0)
+                else:
+                    session.invalidate_entry(ino, name)
+            except Exception:
+                log.exception("could not tell the kernel that %s %d changed", kind, ino)

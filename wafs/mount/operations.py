@@ -1,0 +1,799 @@
+"""The FUSE operations: a directory tree over any :class:`wafs.Engine`, served by inode.
+
+Only the engine API is used here. Errors map to errno through :data:`ERRNO`; anything
+unexpected becomes ``EIO``, never ``ENOENT``.
+
+The kernel caches names, attributes, listings and pages, and the daemon owns those caches:
+what it told the kernel about each inode is in :mod:`wafs.mount.inodes`, and whenever it
+learns of a change (its own commits, the change feed, a value read again) it tells the
+kernel exactly what to drop (:mod:`wafs.mount.kernel`). Two modes:
+
+* writable: every ``open`` gets a handle (:mod:`wafs.mount.handles`): a write is committed
+  as one ``set`` on close, readers read the value they opened. A read-only open uses the
+  page cache when the kernel's pages are of the current version.
+* ``--read-only``: ``open`` and ``opendir`` answer ``ENOSYS``, so the kernel sends neither
+  again: files are read straight by inode, through the page cache, and a file that changes
+  other than by growing gets a new inode (the old one keeps serving the bytes it stood for).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import math
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+from ..engine import Engine, Watch
+from ..errors import (
+    BackendError,
+    InvalidKeyError,
+    InvalidValueError,
+    KeyConflictError,
+    NoSpaceError,
+)
+from ..keys import SEPARATOR
+from . import fuse
+from .fuse import Attributes, Entry, FuseError, Opened, SetAttributes
+from .handles import Handle, Handles
+from .inodes import Inode, InodeTable
+from .kernel import KernelCache
+from .options import FEED_KERNEL_SECONDS, MountOptions
+from .sweeper import Sweeper
+from .tree import UNKNOWN, VALUE_NAME, Directory, Tree, displayable
+from .values import Value, ValueCache, digest
+
+log = logging.getLogger(__name__)
+
+#: The one table from wafs errors to errno; the first matching class wins.
+ERRNO: tuple[tuple[type[Exception], int], ...] = (
+    (InvalidValueError, errno.EILSEQ),
+    (InvalidKeyError, errno.EINVAL),
+    (KeyConflictError, errno.EEXIST),
+    (NoSpaceError, errno.ENOSPC),
+    (BackendError, errno.EIO),
+)
+
+FUSE_CAP_AUTO_INVAL_DATA = 1 << 12
+FUSE_CAP_WRITEBACK_CACHE = 1 << 16
+
+#: Files of one directory read together on the first read in it (bulk engines only).
+PREFETCH_KEYS = 256
+PREFETCH_BYTES = 4 << 20
+UNKNOWN_SIZE_GUESS = 16 << 10
+_EMPTY = Value(b"", digest(b""), 0.0)
+
+
+def errno_for(exc: BaseException) -> int:
+    """The errno a wafs error becomes in the mount (``EIO`` for anything unknown)."""
+    if isinstance(exc, FuseError):
+        return exc.errno
+    for cls, number in ERRNO:
+        if isinstance(exc, cls):
+            return number
+    return errno.EIO
+
+
+def _name(raw: bytes) -> str | None:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _join(directory: str, name: str) -> str:
+    return f"{directory}{SEPARATOR}{name}" if directory else name
+
+
+def _key_of(path: str) -> str:
+    if path.endswith(SEPARATOR + VALUE_NAME):
+        return path[: -len(VALUE_NAME) - 1]
+    return path
+
+
+class Operations(fuse.Filesystem):
+    """The requests of one mount of ``engine``."""
+
+    def __init__(self, engine: Engine, options: MountOptions) -> None:
+        self.engine = engine
+        self.options = options
+        self.read_only = options.read_only
+        self.tree = Tree(engine, ttl=options.ttl)
+        self.cache = ValueCache(options.cache_bytes, options.ttl)
+        self.sweeper = Sweeper(engine, delay=options.sweep_delay if engine.listing == "bulk" else 0.0)
+        self.kernel = KernelCache()
+        self.started_ns = time.time_ns()
+        self.inodes = InodeTable(self.started_ns)
+        self.handles = Handles()
+        self.lock = threading.RLock()
+        self.uid, self.gid = os.getuid(), os.getgid()
+        self.kernel_seconds = options.ttl
+        self._mtimes: dict[str, int] = {}  # keys whose value the daemon saw change: when
+        self._listings: dict[int, list[tuple[str, bool]]] = {}  # directory streams being read
+        self._unsent: list[Inode] = []  # inodes made for a listing reply, not yet counted
+        self._watch: Watch | None = None
+        self.on_ready: Callable[[], None] = lambda: None
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def follow_changes(self) -> bool:
+        """Patch the tree from the engine's change feed, if it has one; True when it does.
+
+        With a feed, the kernel keeps names and attributes for long and the daemon drops
+        exactly what changed; without one, ``ttl`` bounds how long anything is trusted."""
+        self._watch = self.engine.watch(self._changed_outside)
+        if self._watch is not None and self.tree.bulk:
+            self.tree.ttl = math.inf
+            self.cache.ttl = math.inf
+            self.kernel_seconds = FEED_KERNEL_SECONDS
+        return self._watch is not None
+
+    def init(self, conn: fuse.ConnInfo) -> None:
+        conn.want |= (fuse.FUSE_CAP_READDIRPLUS | FUSE_CAP_AUTO_INVAL_DATA) & conn.capable
+        conn.want &= ~(fuse.FUSE_CAP_READDIRPLUS_AUTO | FUSE_CAP_WRITEBACK_CACHE)
+        self.on_ready()
+
+    def destroy(self) -> None:
+        self.tree.stop()
+        if self._watch is not None:
+            self._watch.close()
+        with self.lock:
+            for handle in self.handles:
+                try:
+                    self._commit(handle)
+                except Exception:
+                    log.exception("could not write %r while unmounting", handle.inode.key)
+        self.sweeper.close()
+        self.kernel.detach()
+
+    def refresh(self) -> None:
+        """Read the store's tree and every value the kernel holds again (``wafs refresh``)."""
+        self.tree.invalidate()
+        self.tree.refresh()
+        self._verify_known()
+
+    # --- inodes and attributes ------------------------------------------------------------------
+
+    def _inode(self, ino: int) -> Inode:
+        inode = self.inodes.get(ino)
+        if inode is None:
+            raise FuseError(errno.ESTALE)
+        return inode
+
+    def _dir(self, ino: int) -> Inode:
+        inode = self._inode(ino)
+        if not inode.is_dir:
+            raise FuseError(errno.ENOTDIR)
+        return inode
+
+    def _dir_attributes(self, inode: Inode, fresh: bool = False) -> Attributes:
+        """A directory's attributes; its mtime is when its names last changed, so the kernel
+        lists it again when that moves. ``fresh``: read its listing first if it is stale."""
+        if fresh and not self.tree.bulk:
+            self.tree.listing(inode.path)
+        mtime = max(self.started_ns, self.tree.changed_ns(inode.path))
+        return Attributes(inode.ino, stat.S_IFDIR | self.options.dir_mode, 0, mtime, 2, self.uid, self.gid)
+
+    def _file_attributes(self, inode: Inode, size: int | None = None) -> Attributes:
+        mtime = inode.mtime_ns or self._mtimes.get(inode.key, self.started_ns)
+        return Attributes(inode.ino, stat.S_IFREG | self.options.file_mode,
+                          inode.size if size is None else size, mtime, 1, self.uid, self.gid)
+
+    def _attributes(self, inode: Inode) -> Attributes:
+        return self._dir_attributes(inode) if inode.is_dir else self._file_attributes(inode)
+
+    def _entry(self, inode: Inode) -> Entry:
+        # A directory engine's listing is read when it is used: until then its mtime is not
+        # known, so the kernel asks for it (getattr) before it trusts a cached listing.
+        attr_seconds = 0.0 if inode.is_dir and not self.tree.bulk else self.kernel_seconds
+        return Entry(self._attributes(inode), self.kernel_seconds, attr_seconds)
+
+    def _file_inode(self, parent: Inode, name: str, size: int) -> Inode:
+        """The current inode of file ``name``, with ``size`` from the tree."""
+        inode = self.inodes.child(parent, name, is_dir=False)
+        if inode.lookups == 0 and inode.digest is None:
+            inode.size = size
+        elif inode.size != size and size >= 0 and not self._writing(inode):
+            self._verify(inode)  # the store has another size than the kernel was told
+            inode = self.inodes.child(parent, name, is_dir=False)
+        return inode
+
+    def _writing(self, inode: Inode) -> bool:
+        return any(handle.dirty for handle in self.handles.of(inode))
+
+    def _known(self, path: str, is_dir: bool) -> Inode | None:
+        """The current inode of ``path`` if the kernel holds it (and every directory above)."""
+        node = self.inodes.root
+        if path == "":
+            return node if is_dir else None
+        *parents, name = path.split(SEPARATOR)
+        for part in parents:
+            found = self.inodes.find(node, part, is_dir=True)
+            if found is None:
+                return None
+            node = found
+        return self.inodes.find(node, name, is_dir)
+
+    def _file_of_key(self, key: str) -> Inode | None:
+        inode = self._known(key, is_dir=False)
+        if inode is None:  # the key is also a directory: its value is dir/__value__
+            inode = self._known(_join(key, VALUE_NAME), is_dir=False)
+        return inode
+
+    # --- what the daemon learns about values ----------------------------------------------------
+
+    def observe(self, key: str, data: bytes | None) -> Value | None:
+        """Record that ``key`` holds ``data`` now (None: nothing) and bring the kernel's
+        caches in line: a file that only grew keeps its inode (so does any change while no
+        reader can hold the kernel's pages of the old version); otherwise the name gets a
+        new inode and the old one keeps serving what it stood for to those who hold it."""
+        with self.lock:
+            old = self.cache.get(key)
+            if data is None:
+                self.cache.drop(key)
+                value = None
+            else:
+                value = self.cache.put(key, data)
+            inode = self._file_of_key(key)
+            if inode is None:
+                return value
+            if value is None:
+                self._remove(inode, old)
+                return None
+            if inode.digest is None:  # nothing of it was read yet: it takes this version
+                if inode.size != len(value.data):
+                    self._changed(inode, value)
+                inode.digest = value.digest
+            elif inode.digest != value.digest or inode.size != len(value.data):
+                grown = len(value.data) > inode.size and digest(value.data[:inode.size]) == inode.digest
+                if grown or not self._pages_held(inode):
+                    self._changed(inode, value)
+                else:
+                    self._replace(inode, old)
+            for handle in self.handles.of(inode):
+                if not handle.writable:
+                    handle.follow(value)
+            return value
+
+    def _changed(self, inode: Inode, value: Value) -> None:
+        """``inode`` stands for ``value`` from now on; the kernel asks for its attributes
+        again, and finding a new size or mtime drops its cached pages."""
+        now = time.time_ns()
+        inode.size, inode.digest, inode.mtime_ns = len(value.data), value.digest, now
+        self._mtimes[inode.key] = now
+        self.kernel.forget_attributes(inode.ino)
+
+    def _pages_held(self, inode: Inode) -> bool:
+        """True when a reader may hold the kernel's pages of ``inode``'s old version.
+
+        Without ``open`` (read-only mounts) the daemon cannot know, so it assumes so."""
+        if self.read_only:
+            return True
+        return any(handle.page_cached for handle in self.handles.of(inode))
+
+    def _replace(self, inode: Inode, old: Value | None) -> None:
+        pinned = old.data if old is not None and old.digest == inode.digest else None
+        self._mtimes[inode.key] = time.time_ns()
+        self.inodes.supersede(inode, pinned)
+        if inode.parent is not None:
+            self.kernel.forget_entry(inode.parent.ino, inode.name)
+
+    def _remove(self, inode: Inode, old: Value | None) -> None:
+        """``inode``'s key is gone: it keeps serving its bytes to those who hold it open, and
+        writers still holding it commit nothing (as on a disk)."""
+        parent = inode.parent
+        self._replace(inode, old)
+        if parent is not None:
+            self.kernel.forget_listing(parent.ino)
+        inode.parent = None
+
+    def _verify(self, inode: Inode) -> None:
+        """Read ``inode``'s value again (with its neighbours, in one round trip)."""
+        key = inode.key
+        self._read([key], inode.path)
+
+    def _verify_known(self) -> None:
+        """Read again every value the kernel holds an inode of (after lost change events)."""
+        with self.lock:
+            files = [inode for inode in self.inodes if not inode.is_dir and inode.current]
+            directories = [inode for inode in self.inodes if inode.is_dir]
+        for start in range(0, len(files), PREFETCH_KEYS):
+            batch = files[start:start + PREFETCH_KEYS]
+            values = self.engine.get_many([inode.key for inode in batch])
+            for key, value in values.items():
+                self.observe(key, None if value is None else value.encode("utf-8"))
+        for inode in directories:
+            self.kernel.forget_attributes(inode.ino)
+            self.kernel.forget_listing(inode.ino)
+
+    def _read(self, keys: list[str], path: str) -> dict[str, Value | None]:
+        """Read ``keys`` from the store, and the files a tree walk reads next, in one call."""
+        if self.tree.bulk:
+            budget = [PREFETCH_BYTES]
+            now = time.monotonic()
+
+            def want(other: str, size: int) -> bool:
+                cost = size if size >= 0 else UNKNOWN_SIZE_GUESS
+                if other in keys or cost > budget[0] or self.cache.fresh(other, now) is not None:
+                    return False
+                budget[0] -= cost
+                return True
+
+            keys = keys + self.tree.neighbours(path, want, PREFETCH_KEYS)
+        values = self.engine.get_many(keys)
+        seen: dict[str, Value | None] = {}
+        sizes: dict[str, int | None] = {}
+        for key, text in values.items():
+            data = None if text is None else text.encode("utf-8")
+            seen[key] = self.observe(key, data)
+            sizes[key] = None if data is None else len(data)
+        self.tree.learn_sizes(sizes)
+        return seen
+
+    def _current(self, key: str, path: str) -> Value | None:
+        """The value of ``key`` in the store now (within ``ttl``)."""
+        cached = self.cache.fresh(key)
+        if cached is not None:
+            return cached
+        return self._read([key], path)[key]
+
+    # --- names ----------------------------------------------------------------------------------
+
+    def lookup(self, parent: int, name: bytes) -> Entry:
+        directory = self._dir(parent)
+        text = _name(name)
+        negative = Entry(None, self.kernel_seconds, self.kernel_seconds)
+        if text is None:
+            return negative
+        path = _join(directory.path, text)
+        found = self.tree.lookup(path)
+        with self.lock:
+            if found is None:
+                return negative
+            if isinstance(found, Directory):
+                inode = self.inodes.child(directory, text, is_dir=True)
+            else:
+                size = found if found >= 0 else self.tree.file_size(path)
+                inode = self._file_inode(directory, text, size)
+                if not self.tree.bulk or not math.isinf(self.cache.ttl):
+                    self._revalidate(inode)
+                    inode = self.inodes.child(directory, text, is_dir=False)
+            inode.lookups += 1
+            return self._entry(inode)
+
+    def _revalidate(self, inode: Inode) -> None:
+        """Without a change feed: check a file the kernel already holds against the store
+        once its value is older than ``ttl``."""
+        if inode.lookups and inode.digest is not None and self.cache.fresh(inode.key) is None:
+            if not self._writing(inode):
+                self._verify(inode)
+
+    def forget(self, forgets: list[tuple[int, int]]) -> None:
+        with self.lock:
+            for ino, count in forgets:
+                self.inodes.forget(ino, count)
+
+    def getattr(self, ino: int, fh: int | None) -> tuple[Attributes, float]:
+        with self.lock:
+            inode = self._inode(ino)
+            if inode.is_dir:
+                return self._dir_attributes(inode, fresh=True), self.kernel_seconds
+            handle = self.handles.get(fh) if fh else None
+            if handle is not None and handle.pending is not None:
+                return self._file_attributes(inode, handle.size()), self.kernel_seconds
+            if inode.current:
+                self._revalidate(inode)
+            return self._file_attributes(inode), self.kernel_seconds
+
+    def readdir(self, ino: int, offset: int) -> Iterator[tuple[bytes, Entry, int]]:
+        directory = self._dir(ino)
+        if offset == 0 or ino not in self._listings:
+            node = self.tree.listing(directory.path)
+            if node is None:
+                raise FuseError(errno.ENOENT)
+            with self.tree.lock:
+                names = [(name, isinstance(entry, Directory)) for name, entry in node.entries.items()]
+                if node.value is not None:
+                    names.append((VALUE_NAME, False))
+            self._listings[ino] = names
+        names = self._listings[ino]
+        base = directory.path
+        dot = Entry(self._dir_attributes(directory), self.kernel_seconds, self.kernel_seconds)
+        specials = [(b".", dot), (b"..", dot)]
+        for position in range(offset, len(names) + 2):
+            if position < 2:
+                yield specials[position][0], specials[position][1], position + 1
+                continue
+            name, is_dir = names[position - 2]
+            path = _join(base, name)
+            with self.lock:
+                if is_dir:
+                    inode = self.inodes.child(directory, name, is_dir=True)
+                else:
+                    found = self.tree.lookup_cached(path)
+                    if isinstance(found, Directory):
+                        continue
+                    size = found if isinstance(found, int) and found >= 0 else self.tree.file_size(path)
+                    inode = self._file_inode(directory, name, size)
+                if inode.lookups == 0:
+                    self._unsent.append(inode)
+                entry = self._entry(inode)
+            yield name.encode("utf-8"), entry, position + 1
+        self._listings.pop(ino, None)
+
+    def readdir_sent(self, inos: list[int]) -> None:
+        with self.lock:
+            for ino in inos:
+                inode = self.inodes.get(ino)
+                if inode is not None:
+                    inode.lookups += 1
+            for inode in self._unsent:
+                if inode.lookups == 0:
+                    self.inodes.forget(inode.ino, 0)
+            self._unsent.clear()
+
+    def opendir(self, ino: int) -> Opened:
+        raise FuseError(errno.ENOSYS)  # listings need no handle: the kernel caches them
+
+    def statfs(self) -> fuse.StatVfs:
+        huge = 1 << 40
+        result = fuse.StatVfs()
+        result.f_bsize = result.f_frsize = 4096
+        result.f_blocks = result.f_bfree = result.f_bavail = huge
+        result.f_files = result.f_ffree = result.f_favail = huge
+        result.f_namemax = 255
+        return result
+
+    # --- reading ----------------------------------------------------------------------------------
+
+    def open(self, ino: int, flags: int) -> Opened:
+        if self.read_only:
+            raise FuseError(errno.ENOSYS)  # reads need no handle: the kernel stops sending OPEN
+        writable = flags & os.O_ACCMODE != os.O_RDONLY
+        inode = self._inode(ino)
+        if inode.is_dir:
+            raise FuseError(errno.EISDIR)
+        if inode.removed:
+            raise FuseError(errno.ENOENT)
+        key = inode.key
+        if flags & os.O_TRUNC:
+            base = _EMPTY
+        else:
+            current = self._current(key, inode.path)
+            if current is None:
+                raise FuseError(errno.ENOENT)
+            base = current
+        with self.lock:
+            if writable or flags & os.O_TRUNC:
+                handle = Handle(inode, base, writable=True, append=bool(flags & os.O_APPEND))
+                handle.pending = bytearray() if handle.append else bytearray(base.data)
+                handle.dirty = bool(flags & os.O_TRUNC)
+                return Opened(self.handles.add(handle), direct_io=True)
+            same = inode.current and inode.digest in (None, base.digest) and inode.size == len(base.data)
+            if same:
+                inode.digest = base.digest
+            handle = Handle(inode, base, writable=False, page_cached=same)
+            return Opened(self.handles.add(handle), direct_io=not same, keep_cache=same, noflush=True)
+
+    def read(self, ino: int, size: int, offset: int, fh: int) -> bytes:
+        if not self.read_only:
+            with self.lock:
+                return bytes(self._handle(fh).content()[offset:offset + size])
+        inode = self._inode(ino)
+        if inode.current:
+            value = self._current(inode.key, inode.path)
+            with self.lock:
+                if inode.current:
+                    if value is None:
+                        raise FuseError(errno.ENOENT)
+                    inode.digest = value.digest
+                    return value.data[offset:offset + size]
+        if inode.data is None:
+            raise FuseError(errno.ESTALE)  # changed in the store, and its old bytes are gone
+        return inode.data[offset:offset + size]
+
+    # --- writing ----------------------------------------------------------------------------------
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise FuseError(errno.EROFS)
+
+    def _handle(self, fh: int) -> Handle:
+        handle = self.handles.get(fh)
+        if handle is None:
+            raise FuseError(errno.EBADF)
+        return handle
+
+    def _new_key(self, directory: Inode, raw: bytes) -> tuple[str, str]:
+        """``(name, key)`` of a name being created, refused when it cannot be a key."""
+        text = _name(raw)
+        if text is None:
+            raise FuseError(errno.EINVAL)
+        path = _join(directory.path, text)
+        key = _key_of(path)
+        if text == VALUE_NAME and directory.ino == fuse.ROOT_INO or not displayable(key):
+            raise InvalidKeyError(f"{path!r} cannot be a key")
+        return text, key
+
+    def create(self, parent: int, name: bytes, mode: int, flags: int) -> tuple[Entry, Opened]:
+        self._writable()
+        directory = self._dir(parent)
+        text, key = self._new_key(directory, name)
+        if flags & os.O_EXCL and self.engine.get(key) is not None:
+            raise FuseError(errno.EEXIST)  # another client made it since the kernel looked
+        self.sweeper.flush_covering(key)
+        with self.lock:
+            self.tree.put(key, 0)
+            inode = self.inodes.child(directory, text, is_dir=False)
+            inode.size, inode.digest, inode.mtime_ns = 0, _EMPTY.digest, time.time_ns()
+            inode.lookups += 1
+            handle = Handle(inode, _EMPTY, writable=True, append=bool(flags & os.O_APPEND),
+                            pending=bytearray(), dirty=True, created=True)
+            return self._entry(inode), Opened(self.handles.add(handle), direct_io=True)
+
+    def write(self, ino: int, data: bytes, offset: int, fh: int) -> int:
+        with self.lock:
+            handle = self._handle(fh)
+            if not handle.writable:
+                raise FuseError(errno.EBADF)
+            handle.write(data, offset)
+            return len(data)
+
+    def flush(self, ino: int, fh: int) -> None:
+        if self.read_only:
+            raise FuseError(errno.ENOSYS)  # nothing to commit: the kernel stops sending FLUSH
+        self._commit(self._handle(fh))
+
+    def fsync(self, ino: int, fh: int) -> None:
+        self._commit(self._handle(fh))
+
+    def release(self, ino: int, fh: int) -> None:
+        with self.lock:
+            handle = self.handles.pop(fh)
+        if handle is not None:
+            self._commit(handle)
+
+    def _commit(self, handle: Handle) -> None:
+        with self.lock:
+            if not handle.dirty or handle.refused or handle.pending is None:
+                return
+            inode = handle.inode
+            if inode.removed:
+                handle.dirty = False  # unlinked while open: its data goes with it, as on a disk
+                return
+            key = inode.key
+            pending = bytes(handle.pending)
+            append = handle.append
+        if append:
+            current = self.engine.get(key)
+            data = (b"" if current is None else current.encode("utf-8")) + pending
+        else:
+            data = pending
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            handle.refused = True
+            if handle.created:
+                self._forget_key(key)
+            raise FuseError(errno.EILSEQ) from None
+        self._store(key, text, data)
+        with self.lock:
+            handle.dirty = False
+            handle.created = False
+            if append:
+                handle.base, handle.pending = self.cache.get(key) or _EMPTY, bytearray()
+
+    def _store(self, key: str, text: str, data: bytes) -> None:
+        """Write ``key`` and record it: the tree, the cache, and the kernel's view of its inode."""
+        self.sweeper.flush_covering(key)
+        self.engine.set(key, text)
+        self.tree.put(key, len(data))
+        self.observe(key, data)
+
+    def setattr(self, ino: int, changes: SetAttributes, fh: int | None) -> tuple[Attributes, float]:
+        self._writable()
+        inode = self._inode(ino)
+        if changes.size is not None:
+            if inode.is_dir:
+                raise FuseError(errno.EISDIR)
+            self._truncate(inode, changes.size, fh)
+        return self.getattr(ino, fh)
+
+    def _truncate(self, inode: Inode, length: int, fh: int | None) -> None:
+        if inode.removed:
+            raise FuseError(errno.ENOENT)
+        with self.lock:
+            handle = self.handles.get(fh) if fh else None
+            writers = [handle] if handle is not None and handle.writable else [
+                h for h in self.handles.of(inode) if h.writable]
+            for writer in writers:
+                writer.truncate(length)
+            if writers:
+                return
+        current = self._current(inode.key, inode.path)
+        if current is None:
+            raise FuseError(errno.ENOENT)
+        data = bytearray(current.data)
+        if length < len(data):
+            del data[length:]
+        else:
+            data.extend(bytes(length - len(data)))
+        try:
+            text = bytes(data).decode("utf-8")
+        except UnicodeDecodeError:  # cut inside a character: refused, nothing stored
+            raise FuseError(errno.EILSEQ) from None
+        self._store(inode.key, text, bytes(data))
+
+    # --- namespace ----------------------------------------------------------------------------------
+
+    def _forget_key(self, key: str) -> None:
+        self.tree.drop(key)
+        self.cache.drop(key)
+        self._mtimes.pop(key, None)
+
+    def unlink(self, parent: int, name: bytes) -> None:
+        self._writable()
+        directory = self._dir(parent)
+        text = _name(name)
+        if text is None:
+            raise FuseError(errno.ENOENT)
+        path = _join(directory.path, text)
+        found = self.tree.lookup(path)
+        if found is None:
+            raise FuseError(errno.ENOENT)
+        if isinstance(found, Directory):
+            raise FuseError(errno.EISDIR)
+        key = _key_of(path)
+        self.engine.delete(key)
+        with self.lock:
+            inode = self.inodes.find(directory, text, is_dir=False)
+            if inode is not None:
+                self._remove(inode, self.cache.get(key))
+            self._forget_key(key)
+
+    def mkdir(self, parent: int, name: bytes, mode: int) -> Entry:
+        self._writable()
+        directory = self._dir(parent)
+        text, key = self._new_key(directory, name)
+        if text == VALUE_NAME:
+            raise InvalidKeyError(f"{VALUE_NAME!r} is reserved")
+        if self.tree.lookup(_join(directory.path, text)) is not None:
+            raise FuseError(errno.EEXIST)
+        self.sweeper.flush_covering(key)
+        self.tree.mkdir(key)
+        with self.lock:
+            inode = self.inodes.child(directory, text, is_dir=True)
+            inode.lookups += 1
+            return self._entry(inode)
+
+    def rmdir(self, parent: int, name: bytes) -> None:
+        self._writable()
+        directory = self._dir(parent)
+        text = _name(name)
+        if text is None:
+            raise FuseError(errno.ENOENT)
+        path = _join(directory.path, text)
+        node = self.tree.listing(path)
+        if node is None:
+            raise FuseError(errno.ENOTDIR if self.tree.lookup(path) is not None else errno.ENOENT)
+        if not node.is_empty():
+            raise FuseError(errno.ENOTEMPTY)
+        hidden = self.tree.hidden_under(path)
+        if hidden:
+            self.engine.delete_many(hidden)
+        self.sweeper.add(path)
+        self.tree.drop_tree(path)  # its files were unlinked one by one: none is in the value cache
+        with self.lock:
+            inode = self.inodes.find(directory, text, is_dir=True)
+            if inode is not None:
+                self.inodes.supersede(inode, None)
+
+    def rename(self, parent: int, name: bytes, new_parent: int, new_name: bytes, flags: int) -> None:
+        self._writable()
+        if flags & fuse.RENAME_EXCHANGE:
+            raise FuseError(errno.EINVAL)  # no store can swap two keys at once
+        source_dir, target_dir = self._dir(parent), self._dir(new_parent)
+        old_text = _name(name)
+        if old_text is None:
+            raise FuseError(errno.ENOENT)
+        old_path = _join(source_dir.path, old_text)
+        found = self.tree.lookup(old_path)
+        if found is None:
+            raise FuseError(errno.ENOENT)
+        if isinstance(found, Directory):
+            raise FuseError(errno.EXDEV)  # mv falls back to copy and delete
+        new_text, new_key = self._new_key(target_dir, new_name)
+        new_path = _join(target_dir.path, new_text)
+        target = self.tree.lookup(new_path)
+        if isinstance(target, Directory):
+            raise FuseError(errno.EISDIR)
+        if flags & fuse.RENAME_NOREPLACE and (target is not None or self.engine.get(new_key) is not None):
+            raise FuseError(errno.EEXIST)
+        old_key = _key_of(old_path)
+        if old_key == new_key:
+            return
+        with self.lock:
+            moving = self.inodes.find(source_dir, old_text, is_dir=False)
+            creating = moving is not None and any(h.created for h in self.handles.of(moving))
+        current = self._current(old_key, old_path)
+        if current is None and not creating:
+            raise FuseError(errno.ENOENT)
+        data = current.data if current is not None else b""
+        self._store(new_key, data.decode("utf-8"), data)
+        self.engine.delete(old_key)
+        with self.lock:
+            replaced = self.inodes.find(target_dir, new_text, is_dir=False)
+            if replaced is not None and replaced is not moving:
+                self._remove(replaced, None)
+            self._forget_key(old_key)
+            if moving is not None:
+                self.inodes.move(moving, target_dir, new_text)
+
+    # --- changes other clients made -------------------------------------------------------------
+
+    def _changed_outside(self, key: str | None, deleted: bool) -> None:
+        """From the change feed's thread: ``key`` was set or deleted by another client (None:
+        events may have been lost, read everything again)."""
+        if key is None:
+            self.tree.invalidate()
+            threading.Thread(target=self._resync, name="wafs-resync", daemon=True).start()
+            return
+        if not displayable(key):
+            self.tree.note_hidden(key, deleted)
+            return
+        if deleted:
+            self.tree.forget(key)
+            self.observe(key, None)
+            self._names_vanished(key)
+            return
+        existed = self.tree.lookup_cached(key) is not None
+        self.tree.put(key, UNKNOWN)
+        with self.lock:
+            known = self._file_of_key(key)
+            if known is None:
+                self.cache.drop(key)
+                self._mtimes[key] = time.time_ns()
+        if known is not None:
+            value = self.engine.get(key)
+            self.observe(key, None if value is None else value.encode("utf-8"))
+        if not existed:
+            self._names_appeared(key)
+
+    def _names_appeared(self, key: str) -> None:
+        """Drop the negative entries and listings the kernel may hold for ``key`` and the
+        directories above it."""
+        path = ""
+        with self.lock:
+            for name in key.split(SEPARATOR):
+                parent = self._known(path, is_dir=True)
+                if parent is None:
+                    return
+                self.kernel.forget_entry(parent.ino, name)
+                self.kernel.forget_listing(parent.ino)
+                path = _join(path, name)
+
+    def _names_vanished(self, key: str) -> None:
+        """``key`` is gone, and with it the directories it leaves empty: drop their entries
+        and the listings that showed them."""
+        path = key
+        with self.lock:
+            while path:
+                parent_path = path.rpartition(SEPARATOR)[0]
+                parent = self._known(parent_path, is_dir=True)
+                if parent is not None:
+                    self.kernel.forget_listing(parent.ino)
+                if parent_path == "" or self.tree.lookup_cached(parent_path) is not None:
+                    return
+                if parent is not None:  # the directory went with its last key
+                    self._remove(parent, None)
+                path = parent_path
+
+    def _resync(self) -> None:
+        try:
+            self.tree.refresh()
+            self._verify_known()
+        except Exception as exc:  # the next access reads in the foreground: EIO if still down
+            log.warning("reading the store again after lost change events failed: %s", exc)

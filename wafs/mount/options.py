@@ -1,0 +1,36 @@
+"""What a mount is asked for: the one place its defaults live."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: How long the kernel keeps names and attributes when a change feed tells the daemon of
+#: every change (the daemon then drops exactly what changed).
+FEED_KERNEL_SECONDS = 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class MountOptions:
+    """Options of ``wafs mount``.
+
+    ``ttl``: without a change feed, how long a listing, a value and the kernel's copy of a
+    name or attribute are trusted (the visibility bound of other clients' changes).
+    ``cache_bytes``: the bound of the daemon's value cache. ``sweep_delay``: how long the
+    cascades of an ``rm -r`` are collected before one store pass deletes them.
+    """
+
+    read_only: bool = False
+    ttl: float = 1.0
+    cache_bytes: int = 64 << 20
+    allow_other: bool = False
+    umask: int = 0o077
+    debug: bool = False
+    sweep_delay: float = 0.5
+
+    @property
+    def file_mode(self) -> int:
+        return 0o666 & ~self.umask
+
+    @property
+    def dir_mode(self) -> int:
+        return 0o777 & ~self.umask
