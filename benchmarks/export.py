@@ -27,8 +27,8 @@ from wafs.engines.file import FileEngine
 from wafs.engines.redis import RedisEngine
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # the tests' private servers: tests/servers.py
-from tests.servers import running_redis
+# The tests' private servers (tests/servers.py) are imported in main(), once ROOT is on the path.
+sys.path.insert(0, str(ROOT))
 
 WAFS = Path(sys.executable).parent / "wafs"
 PREFIX = "wa:export"
@@ -54,6 +54,8 @@ def timed_export(url: str, dest: Path, *extra: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from tests.servers import running_redis
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chats", type=int, default=200)
     parser.add_argument("--messages", type=int, default=250)
@@ -93,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
                 trips = reads() - before - 1 if target == "redis" and reads else None
                 files, size = tree_size(dest)
                 rows.append((target, label, seconds, files, size, trips))
-                log(f"{target} {label}: {seconds:.2f} s, {files} files, {size / 1e6:.1f} MB, round trips {trips}")
+                log(f"{target} {label}: {seconds:.2f} s, {files} files, {size / 1e6:.1f} MB, "
+                    f"round trips {trips}")
                 shutil.rmtree(dest)
     print(f"{args.chats} chats × {args.messages} messages = {keys} keys; "
           f"`wafs export DEST --engine URL -q` as a subprocess, {os.cpu_count()} CPUs, Python "

@@ -97,10 +97,13 @@ def edge_case_session() -> ChatBuilder:
                                             "quotedMessage": {"conversation": "Hola a todos"}}}},
         participant=JUAN, push_name="Juancho"))
     b.message(g, "M04", at(4), wam(g, "M04", at(4), {"imageMessage": {
-        "mimetype": "image/jpeg", "caption": "Mirá esto", "jpegThumbnail": {"type": "Buffer", "data": "AQID"}}},
+        "mimetype": "image/jpeg", "caption": "Mirá esto",
+        "jpegThumbnail": {"type": "Buffer", "data": "AQID"}}},
         participant=ANA, push_name="Anita"), content=JPEG)
-    b.message(g, "M05", at(5), wam(g, "M05", at(5), {"documentWithCaptionMessage": {"message": {"documentMessage": {
-        "mimetype": "application/pdf", "fileName": "Presupuesto 2024/v2.pdf", "caption": "el presupuesto"}}}},
+    b.message(g, "M05", at(5), wam(g, "M05", at(5), {"documentWithCaptionMessage": {"message": {
+        "documentMessage": {
+            "mimetype": "application/pdf", "fileName": "Presupuesto 2024/v2.pdf",
+            "caption": "el presupuesto"}}}},
         participant=ANA), content=PDF)
     b.message(g, "M06", at(6), wam(g, "M06", at(6), None, participant=JUAN, push_name="Juancho",
                                    messageStubType="REVOKE"))
@@ -108,10 +111,12 @@ def edge_case_session() -> ChatBuilder:
     b.message(g, "M08", at(8), None, index={"id": "M08", "from": ME, "fromMe": True})
     b.message(g, "M09", at(9), wam(g, "M09", at(9), {"newFancyMessage": {"x": 1}}, participant=JUAN,
                                    push_name="Juancho"))
-    b.message(g, "M10", at(10), wam(g, "M10", at(10), {"reactionMessage": {"key": {"id": "M01"}, "text": "❤️"}},
+    b.message(g, "M10", at(10), wam(g, "M10", at(10),
+                                    {"reactionMessage": {"key": {"id": "M01"}, "text": "❤️"}},
                                     participant=JUAN))
     b.message(g, "M11", at(11), wam(g, "M11", at(11), {"conversation": "oops, wrong chat"}, from_me=True))
-    b.message(g, "M12", at(12), wam(g, "M12", at(12), {"protocolMessage": {"key": {"id": "M11", "fromMe": True}}},
+    b.message(g, "M12", at(12), wam(g, "M12", at(12),
+                                    {"protocolMessage": {"key": {"id": "M11", "fromMe": True}}},
                                     from_me=True))
     b.message(g, "M13", at(13), wam(g, "M13", at(13), {"protocolMessage": {
         "type": 14, "key": {"id": "M01"}, "editedMessage": {"conversation": "Hola a todos!!"}}},

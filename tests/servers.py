@@ -177,7 +177,9 @@ class PostgresServer:
             capture_output=True, text=True, timeout=60, check=False,
         )
         if result.returncode != 0:
-            raise RuntimeError(f"{command[0]} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+            raise RuntimeError(
+                f"{command[0]} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+            )
 
     def init(self) -> None:
         """Create the cluster (as the postgres OS user when running as root)."""

@@ -104,7 +104,8 @@ def test_sender_of_unreadable_message_without_index_is_the_chat(engine: Engine) 
     b.write(engine)
     assert transcript(view_of(engine), "Oficina") == (
         "[01/06/2024, 00:01:00] Oficina: <unreadable message X1: raw is missing>\n"
-        "[01/06/2024, 00:02:00] Oficina: <unreadable message X2: raw is a JSON list, not a WAMessage object>\n"
+        "[01/06/2024, 00:02:00] Oficina: "
+        "<unreadable message X2: raw is a JSON list, not a WAMessage object>\n"
         "[01/06/2024, 00:03:00] Oficina: <unreadable message X3: raw holds no message and no stub type>\n")
 
 
@@ -112,12 +113,14 @@ def test_broken_messages_index_lines_are_shown(engine: Engine) -> None:
     engine.set_many({
         chat_key(GROUP): json.dumps({"subject": "Oficina"}),
         chat_messages_key(GROUP): f"{at(2)} B\nnot a line\n{at(1)} A\n",
-        message_key(GROUP, "A", "raw"): json.dumps(wam(GROUP, "A", at(1), {"conversation": "uno"}, from_me=True)),
-        message_key(GROUP, "B", "raw"): json.dumps(wam(GROUP, "B", at(2), {"conversation": "dos"}, from_me=True)),
+        message_key(GROUP, "A", "raw"): json.dumps(
+            wam(GROUP, "A", at(1), {"conversation": "uno"}, from_me=True)),
+        message_key(GROUP, "B", "raw"): json.dumps(
+            wam(GROUP, "B", at(2), {"conversation": "dos"}, from_me=True)),
     })
     assert transcript(view_of(engine), "Oficina") == (
-        "[01/06/2024, 00:01:00] Oficina: <unreadable: line 2 of the messages index is not '<timestamp> <id>': "
-        "'not a line'>\n"
+        "[01/06/2024, 00:01:00] Oficina: "
+        "<unreadable: line 2 of the messages index is not '<timestamp> <id>': 'not a line'>\n"
         "[01/06/2024, 00:01:00] You: uno\n"
         "[01/06/2024, 00:02:00] You: dos\n")
 
@@ -154,8 +157,8 @@ def test_value_that_is_not_utf8_is_a_placeholder(kind: str, request: pytest.Fixt
 def test_lone_surrogates_and_control_characters_in_names(engine: Engine) -> None:
     b = ChatBuilder()
     b.data[chat_key(GROUP)] = json.dumps({"subject": "AC/DC\x07 fans\n.."})
-    b.message(GROUP, "S1", at(1), '{"key": {"participant": "1@s.whatsapp.net"}, "pushName": "Bad\\nName\\ud800",'
-              ' "message": {"conversation": "x\\udfff"}}')
+    b.message(GROUP, "S1", at(1), '{"key": {"participant": "1@s.whatsapp.net"},'
+              ' "pushName": "Bad\\nName\\ud800", "message": {"conversation": "x\\udfff"}}')
     b.write(engine)
     view = view_of(engine)
     [chat] = view.chats()
@@ -169,8 +172,8 @@ def test_lone_surrogates_and_control_characters_in_names(engine: Engine) -> None
 def test_names_unique_sanitized_and_bounded(engine: Engine) -> None:
     long = "ñ" * 300
     subjects = {
-        "111@g.us": "Familia", "222@g.us": "familia", "333@g.us": "Fútbol", "444@g.us": long, "555@g.us": long,
-        "666@g.us": "", "777@g.us": "Oficina/Ventas",
+        "111@g.us": "Familia", "222@g.us": "familia", "333@g.us": "Fútbol",
+        "444@g.us": long, "555@g.us": long, "666@g.us": "", "777@g.us": "Oficina/Ventas",
     }
     b = ChatBuilder()
     for cid, subject in subjects.items():
@@ -266,7 +269,8 @@ def test_store_calls_per_chat_do_not_depend_on_messages(engine: Engine, messages
     counting = CountingEngine(engine)
     view = view_of(counting)
     chats = view.chats()
-    assert counting.total() <= 4  # children + one get_many of the chat indexes and contacts (+ lids, pushNames)
+    # children + one get_many of the chat indexes and contacts (+ lids, pushNames)
+    assert counting.total() <= 4
     per_chat = []
     for chat in chats:
         before = counting.total()

@@ -140,7 +140,8 @@ def test_ls_pages_in_the_engine_order(store: FileEngine) -> None:
     assert run("ls", "contact/", "--offset", "50").stderr == ""
     assert run("ls", "contact/", "--limit", "5", "--offset", "2").stdout.splitlines() == order[2:7]
     everything = run("ls", "--all")
-    assert everything.stdout.splitlines() == store.list("", 0, None) and len(everything.stdout.splitlines()) == 61
+    listed = everything.stdout.splitlines()
+    assert listed == store.list("", 0, None) and len(listed) == 61
     assert everything.stderr == ""
 
 
@@ -171,7 +172,9 @@ def test_relative_file_urls_are_made_absolute(tmp_path, monkeypatch) -> None:
 
 
 def test_rm_cascades_and_counts(store: FileEngine) -> None:
-    store.set_many({"chat/1/index": "i", "chat/1/messages": "m", "chat/1/message/A/raw": "r", "chat/10/index": "x"})
+    store.set_many({
+        "chat/1/index": "i", "chat/1/messages": "m", "chat/1/message/A/raw": "r", "chat/10/index": "x",
+    })
     result = run("rm", "chat/1")
     assert result.exit_code == 0
     assert result.stdout == "removed 3 keys\n"

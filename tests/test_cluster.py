@@ -45,7 +45,7 @@ def stored(raw: RedisCluster, prefix: str) -> dict[str, str]:
     base = f"{prefix}:".encode()
     keys = sorted(set(raw.scan_iter(match=base + b"*", count=1000)))
     values = raw.mget_nonatomic(keys)
-    return {key[len(base):].decode(): value.decode() for key, value in zip(keys, values)}
+    return {key[len(base):].decode(): value.decode() for key, value in zip(keys, values, strict=True)}
 
 
 # --- the conformance suite -----------------------------------------------------------------------
@@ -80,7 +80,8 @@ def test_keys_spread_over_every_primary_and_the_listing_is_complete(
     assert sorted(engine.iter_keys("chat/")) == sorted(key for key in SESSION if key.startswith("chat/"))
     assert stored(raw, prefix) == SESSION
     assert engine.get_many(list(SESSION)) == SESSION
-    assert engine.sizes(["lid/99@lid", "missing"]) == {"lid/99@lid": len(SESSION["lid/99@lid"]), "missing": None}
+    expected_sizes = {"lid/99@lid": len(SESSION["lid/99@lid"]), "missing": None}
+    assert engine.sizes(["lid/99@lid", "missing"]) == expected_sizes
 
 
 def test_cascades_delete_across_slots_and_stay_in_their_subtree(
@@ -93,7 +94,9 @@ def test_cascades_delete_across_slots_and_stay_in_their_subtree(
                 if not key.startswith(("chat/1@", "chat/2@", "chat/3@s.whatsapp.net/message/"))}
     assert stored(raw, prefix) == expected
     engine.set("chat", None)
-    assert set(stored(raw, prefix)) == {"session/creds", "contact/5491112345678@s.whatsapp.net/index", "lid/99@lid"}
+    assert set(stored(raw, prefix)) == {
+        "session/creds", "contact/5491112345678@s.whatsapp.net/index", "lid/99@lid",
+    }
 
 
 # --- a real mount -----------------------------------------------------------------------------------
@@ -108,7 +111,9 @@ def test_mount_ls_grep_cp_rm(engine: RedisEngine, raw: RedisCluster, prefix: str
         assert sorted(hits) == sorted(f"{mnt}/chat/5@s.whatsapp.net/message/M{n}/raw" for n in range(25))
         backup = tmp_path / "backup"
         sh(f"cp -a {mnt} {backup}")
-        copied = {str(path.relative_to(backup)): path.read_text() for path in backup.rglob("*") if path.is_file()}
+        copied = {
+            str(path.relative_to(backup)): path.read_text() for path in backup.rglob("*") if path.is_file()
+        }
         assert copied == SESSION
         sh(f"rm -r {mnt}/chat/4@s.whatsapp.net")
         sh(f"echo -n nuevo > {mnt}/lid/100@lid")

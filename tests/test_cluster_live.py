@@ -122,9 +122,11 @@ def test_every_primary_is_subscribed_and_changes_show_within_the_bound(
 
         longer = '{"name": "Ana María", "notify": "Ana"}'
         bot.set(f"{CHAT}/index", longer)
-        wait_for("cluster feed: an overwrite, longer (cat)", lambda: cat(mnt / CHAT / "index") == longer, FEED_BOUND)
+        wait_for("cluster feed: an overwrite, longer (cat)", lambda: cat(mnt / CHAT / "index") == longer,
+                 FEED_BOUND)
         bot.set(f"{CHAT}/index", "{}")
-        wait_for("cluster feed: an overwrite, shorter (cat)", lambda: cat(mnt / CHAT / "index") == "{}", FEED_BOUND)
+        wait_for("cluster feed: an overwrite, shorter (cat)", lambda: cat(mnt / CHAT / "index") == "{}",
+                 FEED_BOUND)
 
         bot.delete(f"{CHAT}/message/M0/raw")
         wait_for("cluster feed: a deleted key (ls, cat)",
@@ -256,7 +258,8 @@ def test_a_slot_migration_is_followed_by_a_rescan(
         source.call("CLUSTER", "SETSLOT", slot, "MIGRATING", target.node_id)
         # MIGRATE publishes "restore" on the target and "del" on the source, in no order the
         # mount can rely on; the slot layout that changes at the end makes it rescan.
-        source.call("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *(f"{prefix}:{k}" for k in moving))
+        source.call("MIGRATE", "127.0.0.1", target.port, "", 0, 5000,
+                    "KEYS", *(f"{prefix}:{k}" for k in moving))
         for node in primaries(redis_cluster):
             node.call("CLUSTER", "SETSLOT", slot, "NODE", target.node_id)
         assert redis_cluster.primary_for(f"{prefix}:{moving[0]}") is target

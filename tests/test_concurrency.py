@@ -17,9 +17,9 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
-from typing import IO
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -48,7 +48,8 @@ class Mount:
 def _engines(kind: str, redis_server, tmp_path: Path) -> tuple[Engine, Engine]:
     if kind == "file":
         return FileEngine(tmp_path / "store"), FileEngine(tmp_path / "store")
-    query = urllib.parse.urlencode({"prefix": f"wa:conc{next(_prefixes)}:{os.getpid()}", "notifications": "enable"})
+    prefix = f"wa:conc{next(_prefixes)}:{os.getpid()}"
+    query = urllib.parse.urlencode({"prefix": prefix, "notifications": "enable"})
     url = f"{redis_server.url}?{query}"
     return RedisEngine.from_url(url), RedisEngine.from_url(url)
 
@@ -164,7 +165,9 @@ def test_sixteen_mib_values_are_read_whole(ro_mount: Mount) -> None:
 # --- what stat, backups and followers see --------------------------------------------------------
 
 
-def test_stat_and_backups_see_the_new_size_while_a_reader_holds_the_file(mount: Mount, tmp_path: Path) -> None:
+def test_stat_and_backups_see_the_new_size_while_a_reader_holds_the_file(
+    mount: Mount, tmp_path: Path
+) -> None:
     mount.other.set("chat/index", "x" * 100)
     eventually("the value", lambda: read(mount.p("chat/index")) == b"x" * 100)
     with open(mount.p("chat/index"), "rb"):
@@ -220,9 +223,12 @@ def test_find_newer_sees_what_the_bot_changed(mount: Mount, tmp_path: Path) -> N
 def _mapped(path: Path) -> str:
     """What another process reads through ``mmap`` (this one serves the mount: a page fault
     here would wait for the serving thread while holding the interpreter lock)."""
-    program = "import mmap, sys; f = open(sys.argv[1], 'rb'); print(mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)[:].decode())"
-    return subprocess.run([sys.executable, "-c", program, str(path)], capture_output=True, text=True, check=True,
-                          timeout=30).stdout.rstrip("\n")
+    program = (
+        "import mmap, sys; f = open(sys.argv[1], 'rb'); "
+        "print(mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)[:].decode())"
+    )
+    return subprocess.run([sys.executable, "-c", program, str(path)], capture_output=True, text=True,
+                          check=True, timeout=30).stdout.rstrip("\n")
 
 
 def test_mmap_reads_the_value(mount: Mount) -> None:

@@ -82,7 +82,8 @@ def test_messages_index_is_newest_first_and_names_existing_messages(session: dic
         for ref in refs:
             for part in ("index", "raw", "content"):
                 assert f"chat/{cid}/message/{ref.mid}/{part}" in session
-            assert json.loads(session[f"chat/{cid}/message/{ref.mid}/raw"])["messageTimestamp"] == ref.timestamp
+            raw = json.loads(session[f"chat/{cid}/message/{ref.mid}/raw"])
+            assert raw["messageTimestamp"] == ref.timestamp
 
 
 def test_raw_is_a_wamessage_of_its_chat(session: dict[str, str]) -> None:

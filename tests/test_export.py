@@ -71,7 +71,8 @@ def store_lines(engine: Engine, cid: str) -> list[tuple[datetime.datetime, str, 
     view = ChatsView(engine, ChatOptions(timezone="UTC"))
     times = [datetime.datetime.fromtimestamp(line.timestamp, datetime.UTC).replace(tzinfo=None)
              for line in view.render(cid).lines]
-    return [(when, sender, text) for when, (sender, text) in zip(times, expected_lines(engine, cid), strict=True)]
+    expected = expected_lines(engine, cid)
+    return [(when, sender, text) for when, (sender, text) in zip(times, expected, strict=True)]
 
 
 # --- an independent parser reads what we write ---------------------------------------------------
@@ -132,7 +133,8 @@ def test_folders_hold_transcript_and_media_with_message_times(engine: Engine, tm
         assert (folder / name).read_bytes() == data
     assert (folder / "IMG-20240601-WA0000.jpg").stat().st_mtime == 1_717_200_240
     assert folder.stat().st_mtime == 1_717_201_260
-    assert (report.chats, report.messages, report.placeholders, report.hidden, report.media) == (3, 21, 4, 3, 5)
+    counts = (report.chats, report.messages, report.placeholders, report.hidden, report.media)
+    assert counts == (3, 21, 4, 3, 5)
     assert not [name for name in os.listdir(folder) if name.startswith(".wafs-")]
 
 
@@ -197,14 +199,16 @@ def test_chat_arguments_pick_by_jid_number_or_name(edge_url: str, tmp_path: Path
 
 
 def test_unknown_chat_is_a_user_error(edge_url: str, tmp_path: Path) -> None:
-    result = CliRunner().invoke(main, ["export", str(tmp_path / "out"), "Familia", "nobody", "--engine", edge_url])
+    args = ["export", str(tmp_path / "out"), "Familia", "nobody", "--engine", edge_url]
+    result = CliRunner().invoke(main, args)
     assert result.exit_code == 1
     assert "no chat matches 'nobody'" in result.output
     assert not (tmp_path / "out").exists()
 
 
 def test_bad_time_zone_is_a_usage_error(edge_url: str, tmp_path: Path) -> None:
-    result = CliRunner().invoke(main, ["export", str(tmp_path), "--engine", edge_url, "--timezone", "Mars/Base"])
+    args = ["export", str(tmp_path), "--engine", edge_url, "--timezone", "Mars/Base"]
+    result = CliRunner().invoke(main, args)
     assert result.exit_code == 2 and "unknown time zone 'Mars/Base'" in result.output
 
 

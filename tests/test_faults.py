@@ -188,7 +188,9 @@ def check(observed: Observed, name: str, recovery: float, expect_failures: bool)
 
 
 @pytest.fixture
-def redis_mount(private_redis: RedisServer, reference: Path, tmp_path: Path) -> Iterator[tuple[Engine, Commands]]:
+def redis_mount(
+    private_redis: RedisServer, reference: Path, tmp_path: Path
+) -> Iterator[tuple[Engine, Commands]]:
     engine = private_redis.engine(prefix="wa:faults", timeout=ENGINE_TIMEOUT)
     try:
         engine.set_many(DATA)

@@ -444,14 +444,16 @@ STRACE_SCRIPT = textwrap.dedent(
     engine = FileEngine(base)
     # warm up every code path, so no lazy import reads files after the marker
     engine.set("warm/up@x", "x"); engine.get("warm/up@x"); engine.list(""); engine.children("warm")
-    engine.sizes(["warm/up@x"]); engine.delete("warm/up@x"); engine.set("warm/a/b", "x"); engine.set("warm", None)
+    engine.sizes(["warm/up@x"]); engine.delete("warm/up@x")
+    engine.set("warm/a/b", "x"); engine.set("warm", None)
     try:
         engine.set("x_at_y", "x")
     except InvalidKeyError:
         pass
     open(start, "w").close()
 
-    normal = {"session/pre-key/1": "{}", "contact/549@s.whatsapp.net/index": "{}", "chat2/1@g.us/message/A/raw": "r"}
+    normal = {"session/pre-key/1": "{}", "contact/549@s.whatsapp.net/index": "{}",
+              "chat2/1@g.us/message/A/raw": "r"}
     hostile = ["chat/index", "chat/new/deep/x", "chat/deep/raw", "session/creds", "contact/inner/index",
                "contact/inner/new/x", "lid/1@lid", "alias/real/index", "/etc/passwd", "../outside/index",
                "a/../../outside/index", "chat_at_x/y", "x_at@", "chat/../../hostname-copy"]
@@ -459,8 +461,9 @@ STRACE_SCRIPT = textwrap.dedent(
         engine.set(key, value)
         assert engine.get(key) == value, key
     for key in hostile:
-        for call in (lambda: engine.get(key), lambda: engine.set(key, "escaped"), lambda: engine.delete(key),
-                     lambda: engine.sizes([key]), lambda: engine.children(key), lambda: engine.list(key + "/")):
+        for call in (lambda: engine.get(key), lambda: engine.set(key, "escaped"),
+                     lambda: engine.delete(key), lambda: engine.sizes([key]),
+                     lambda: engine.children(key), lambda: engine.list(key + "/")):
             try:
                 call()
             except (InvalidKeyError, KeyConflictError):
@@ -537,7 +540,7 @@ def test_strace_sees_no_file_syscall_outside_base(
         pairs = _AT_PATH.findall(rest)
         if syscall in ("readlink", "readlinkat"):
             pairs = pairs[:1]  # the second string is the link's content
-        for dirfd, dir_path, raw in pairs:
+        for _dirfd, dir_path, raw in pairs:
             arg = _unescape(raw)
             if arg.startswith("/") or not dir_path:
                 path = os.path.normpath(os.path.join(str(tmp_path), arg))
@@ -602,7 +605,8 @@ WRITER = textwrap.dedent(
         for n in range(20):
             fill = "AB"[generation % 2] * (2000 * (n + 1) + 137 * generation % 5000)
             body = f"key={n};round={round_no};gen={generation};{fill}"
-            engine.set(f"chat/{n}@s.whatsapp.net/message/M{n}/raw", body + "|" + hashlib.sha256(body.encode()).hexdigest())
+            checksum = hashlib.sha256(body.encode()).hexdigest()
+            engine.set(f"chat/{n}@s.whatsapp.net/message/M{n}/raw", body + "|" + checksum)
         if generation == 0:
             print("written", flush=True)
         generation += 1
@@ -795,7 +799,8 @@ def test_mixed_concurrent_traffic_raises_nothing_unexpected(engine: FileEngine) 
         return key + ":" + "v" * (len(key) * 10)
 
     def writer(rng: random.Random) -> None:
-        key = f"chat/{rng.randrange(4)}@s.whatsapp.net/message/{rng.randrange(10)}/{rng.choice(['raw', 'index'])}"
+        part = rng.choice(["raw", "index"])
+        key = f"chat/{rng.randrange(4)}@s.whatsapp.net/message/{rng.randrange(10)}/{part}"
         with seen.running("write"):
             engine.set(key, value_for(key))
 
@@ -849,7 +854,8 @@ BATCH_WRITER = textwrap.dedent(
         for n in range(60):
             fill = "AB"[generation % 2] * (500 * (n + 1) + 137 * generation % 5000)
             body = f"key={n};round={round_no};gen={generation};{fill}"
-            batch[f"chat/{n}@s.whatsapp.net/message/M{n}/raw"] = body + "|" + hashlib.sha256(body.encode()).hexdigest()
+            checksum = hashlib.sha256(body.encode()).hexdigest()
+            batch[f"chat/{n}@s.whatsapp.net/message/M{n}/raw"] = body + "|" + checksum
         engine.set_many(batch)
         if generation == 0:
             print("written", flush=True)

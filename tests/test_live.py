@@ -129,7 +129,9 @@ def test_outside_creates_overwrites_and_deletes_are_seen_within_the_bound(live) 
     assert find(mnt) == ["./chat/120363@g.us/index", "./chat/new@s.whatsapp.net/index", "./session/creds"]
 
 
-def test_feed_mount_does_not_wait_for_a_ttl(redis_server, notifications_off, prefix: str, tmp_path: Path) -> None:
+def test_feed_mount_does_not_wait_for_a_ttl(
+    redis_server, notifications_off, prefix: str, tmp_path: Path
+) -> None:
     """With a 60 s TTL, only the change feed can make these changes show within the bound."""
     bot = redis_server.engine(prefix=prefix)
     engine = feed_engine(redis_server, prefix)
@@ -192,8 +194,8 @@ def test_killed_notification_connection_comes_back_and_rescans(redis_server, not
             (after,) = [c["id"] for c in pubsub_clients(redis_server)]
             assert after != before  # a new subscription, not the old connection
             bot.set("chat/after@s.whatsapp.net/index", "after")  # and events flow again
-            wait_for("feed: a key written after the reconnect", lambda: "after@s.whatsapp.net" in ls(mnt / "chat"),
-                     FEED_BOUND)
+            wait_for("feed: a key written after the reconnect",
+                     lambda: "after@s.whatsapp.net" in ls(mnt / "chat"), FEED_BOUND)
     finally:
         engine.close()
         bot.close()
@@ -252,7 +254,10 @@ def test_reader_never_sees_a_torn_value_while_the_bot_writes(redis_server, notif
     """Each read is one whole value: never cut at, or padded to, a size the kernel cached."""
     key = f"{CHAT}/message/BIG/raw"
     writer = redis_server.engine(prefix=prefix)
-    engine = feed_engine(redis_server, prefix) if mode == "notifications" else redis_server.engine(prefix=prefix)
+    if mode == "notifications":
+        engine = feed_engine(redis_server, prefix)
+    else:
+        engine = redis_server.engine(prefix=prefix)
     bot = Bot(writer, key, repeats)
     try:
         writer.set(key, bot.value(0))
@@ -262,13 +267,15 @@ def test_reader_never_sees_a_torn_value_while_the_bot_writes(redis_server, notif
             while time.monotonic() < deadline:
                 data = (mnt / key).read_bytes()
                 checksum, _, body = data.partition(b"\n")
-                assert hashlib.sha256(body).hexdigest().encode() == checksum, f"torn read #{reads}: {len(data)} bytes"
+                assert hashlib.sha256(body).hexdigest().encode() == checksum, (
+                    f"torn read #{reads}: {len(data)} bytes")
                 seen.add(checksum)
                 reads += 1
             bot.stop.set()
             bot.join(10)
         assert bot.error is None
-        print(f"{mode}: {reads} reads of a {len(data)}-byte value, {len(seen)} distinct values, {bot.writes} writes")
+        print(f"{mode}: {reads} reads of a {len(data)}-byte value, {len(seen)} distinct values, "
+              f"{bot.writes} writes")
         assert reads >= 10 and bot.writes >= 10
         assert len(seen) >= 2  # the reader did see the value change
     finally:

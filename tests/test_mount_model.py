@@ -261,7 +261,7 @@ class MountModel(RuleBasedStateMachine):
     @invariant()
     def store_matches_model(self) -> None:
         keys = sorted(self.engine.iter_keys(""))
-        assert dict(zip(keys, (self.engine.get(k) for k in keys))) == self.model
+        assert dict(zip(keys, (self.engine.get(k) for k in keys), strict=True)) == self.model
 
     @invariant()
     def mount_matches_model(self) -> None:

@@ -26,7 +26,9 @@ def engine_kind() -> str:
 # --- schema ------------------------------------------------------------------------------------
 
 
-def test_creates_the_seed_table_and_indexes(engine: PostgresEngine, raw: psycopg.Connection, table: str) -> None:
+def test_creates_the_seed_table_and_indexes(
+    engine: PostgresEngine, raw: psycopg.Connection, table: str
+) -> None:
     engine.set("session/creds", "{}")
     columns = raw.execute(
         "SELECT column_name, data_type, is_nullable FROM information_schema.columns"
@@ -38,7 +40,8 @@ def test_creates_the_seed_table_and_indexes(engine: PostgresEngine, raw: psycopg
         ("data", "text", "NO"),
         ("updated_at", "timestamp with time zone", "NO"),
     ]
-    indexes = dict(raw.execute("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = %s", [table]).fetchall())
+    query = "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = %s"
+    indexes = dict(raw.execute(query, [table]).fetchall())
     assert "text_pattern_ops" in indexes[f"idx_{table}_prefix"]
     assert "updated_at DESC" in indexes[f"idx_{table}_updated"]
     assert raw.execute(f"SELECT key, data FROM {table}").fetchall() == [("session/creds", "{}")]
@@ -58,7 +61,9 @@ def test_table_name_is_quoted(postgres_server: Any, raw: psycopg.Connection) -> 
 def test_uses_the_table_the_node_example_created(
     postgres_server: Any, raw: psycopg.Connection, table: str
 ) -> None:
-    raw.execute(f"CREATE TABLE {table} (key TEXT PRIMARY KEY, data TEXT NOT NULL, updated_at TIMESTAMP DEFAULT NOW())")
+    raw.execute(
+        f"CREATE TABLE {table} (key TEXT PRIMARY KEY, data TEXT NOT NULL, updated_at TIMESTAMP DEFAULT NOW())"
+    )
     raw.execute(f"CREATE INDEX idx_{table}_prefix ON {table} (key text_pattern_ops)")
     raw.execute(f"CREATE INDEX idx_{table}_updated ON {table} (updated_at DESC)")
     raw.execute(
@@ -97,7 +102,9 @@ def test_like_metacharacters_are_literal(engine: PostgresEngine) -> None:
 # --- ordering ------------------------------------------------------------------------------------
 
 
-def test_set_many_rows_are_ordered_by_clock_time(engine: PostgresEngine, raw: psycopg.Connection, table: str) -> None:
+def test_set_many_rows_are_ordered_by_clock_time(
+    engine: PostgresEngine, raw: psycopg.Connection, table: str
+) -> None:
     engine.set_many({"o/a": "1", "o/b": "2", "o/c": "3"})
     stamps = raw.execute(f"SELECT count(DISTINCT updated_at) FROM {table}").fetchone()
     assert stamps == (3,)  # clock_timestamp(), not the transaction's now()
@@ -175,7 +182,9 @@ def test_statement_timeout_is_unavailable(postgres_server: Any, raw: psycopg.Con
         engine.close()
 
 
-def test_other_sql_errors_are_backend_errors(engine: PostgresEngine, raw: psycopg.Connection, table: str) -> None:
+def test_other_sql_errors_are_backend_errors(
+    engine: PostgresEngine, raw: psycopg.Connection, table: str
+) -> None:
     engine.set("k/1", "v")
     raw.execute(f"ALTER TABLE {table} ADD CONSTRAINT short CHECK (length(data) < 3)")
     with pytest.raises(BackendError) as raised:
@@ -205,7 +214,9 @@ def test_server_down_then_back_with_data_kept(postgres_server: Any, table: str) 
 # --- URLs ----------------------------------------------------------------------------------------
 
 
-def test_open_engine_url_with_table_and_timeout(postgres_server: Any, raw: psycopg.Connection, table: str) -> None:
+def test_open_engine_url_with_table_and_timeout(
+    postgres_server: Any, raw: psycopg.Connection, table: str
+) -> None:
     engine = open_engine(f"{postgres_server.url}?table={table}&timeout=3&application_name=wafs-url-test")
     try:
         assert isinstance(engine, PostgresEngine)

@@ -31,7 +31,8 @@ def engine_kind() -> str:
 def test_reads_what_node_wrote_with_redis_cli(redis_server: Any, engine: RedisEngine, prefix: str) -> None:
     key = "chat/5491112345678@s.whatsapp.net/index"
     subprocess.run(
-        ["redis-cli", "-h", redis_server.host, "-p", str(redis_server.port), "SET", f"{prefix}:{key}", '{"id": 1}'],
+        ["redis-cli", "-h", redis_server.host, "-p", str(redis_server.port),
+         "SET", f"{prefix}:{key}", '{"id": 1}'],
         check=True, capture_output=True,
     )
     assert engine.get(key) == '{"id": 1}'
@@ -41,7 +42,8 @@ def test_reads_what_node_wrote_with_redis_cli(redis_server: Any, engine: RedisEn
 def test_reads_what_node_wrote_with_raw_set(raw: redis.Redis, engine: RedisEngine, prefix: str) -> None:
     raw.set(f"{prefix}:session/creds", "{}")
     raw.set(f"{prefix}:session/pre-key/1", "k1")
-    assert engine.get_many(["session/creds", "session/pre-key/1"]) == {"session/creds": "{}", "session/pre-key/1": "k1"}
+    expected = {"session/creds": "{}", "session/pre-key/1": "k1"}
+    assert engine.get_many(["session/creds", "session/pre-key/1"]) == expected
     assert engine.children("session") == {"creds": Kind.FILE, "pre-key": Kind.DIR}
 
 
@@ -118,7 +120,9 @@ def test_prefix_with_glob_characters_is_literal(raw: redis.Redis) -> None:
         plain.set("chat", None)
 
 
-def test_list_returns_stored_keys_that_break_the_rules(raw: redis.Redis, engine: RedisEngine, prefix: str) -> None:
+def test_list_returns_stored_keys_that_break_the_rules(
+    raw: redis.Redis, engine: RedisEngine, prefix: str
+) -> None:
     raw.set(f"{prefix}:a//b", "1")
     raw.set(f"{prefix}:a/./c", "2")
     engine.set("a/ok", "3")
@@ -127,7 +131,9 @@ def test_list_returns_stored_keys_that_break_the_rules(raw: redis.Redis, engine:
     assert raw.keys(f"{prefix}:*") == []
 
 
-def test_non_utf8_key_is_listed_invalid_and_deletable(raw: redis.Redis, engine: RedisEngine, prefix: str) -> None:
+def test_non_utf8_key_is_listed_invalid_and_deletable(
+    raw: redis.Redis, engine: RedisEngine, prefix: str
+) -> None:
     bad = f"{prefix}:chat/\xff".encode("latin-1") + b"\xfe/index"
     raw.set(bad, "v")
     engine.set("chat/ok/index", "v")
@@ -175,7 +181,9 @@ def _delta(raw: redis.Redis, action: Callable[[], object]) -> dict[str, int]:
     before = _calls(raw)
     action()
     after = _calls(raw)
-    return {name: count - before.get(name, 0) for name, count in after.items() if count != before.get(name, 0)}
+    return {
+        name: count - before.get(name, 0) for name, count in after.items() if count != before.get(name, 0)
+    }
 
 
 def test_round_trips_are_constant(redis_server: Any) -> None:
@@ -271,7 +279,8 @@ def test_open_engine_url_prefix_and_timeout(redis_server: Any, raw: redis.Redis,
         assert "prefix" not in options and "timeout" not in options
         engine.set("u/1", "v")
         assert raw.get(f"{prefix}:u/1") == b"v"
-        assert repr(engine) == f"RedisEngine(redis://{redis_server.host}:{redis_server.port}/0, prefix={prefix!r})"
+        address = f"{redis_server.host}:{redis_server.port}"
+        assert repr(engine) == f"RedisEngine(redis://{address}/0, prefix={prefix!r})"
     finally:
         engine.close()
 

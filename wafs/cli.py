@@ -306,16 +306,19 @@ def demo_command(chats: int, messages: int, seed: int, force: bool, engine_url: 
 @main.command(name="export")
 @click.argument("dest", type=click.Path(file_okay=False))
 @click.argument("chats", nargs=-1, metavar="[CHAT]...")
-@click.option("--zip", "as_zip", is_flag=True, help="One 'WhatsApp Chat with NAME.zip' per chat, as the app exports.")
+@click.option("--zip", "as_zip", is_flag=True,
+              help="One 'WhatsApp Chat with NAME.zip' per chat, as the app exports.")
 @click.option("--locale", type=click.Choice(LOCALES), default="en_GB", show_default=True,
               help="Date format: en_GB [31/12/2024, 23:59:59], en_US [12/31/24, 11:59:59 PM].")
 @click.option("--timezone", "tz", metavar="ZONE", default=None,
               help="IANA time zone of the times, e.g. UTC  [default: this machine's]")
-@click.option("--no-media", is_flag=True, help="Write '<Media omitted>' and no media files (the app's 'Without media').")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary; failures are still reported.")
+@click.option("--no-media", is_flag=True,
+              help="Write '<Media omitted>' and no media files (the app's 'Without media').")
+@click.option("-q", "--quiet", is_flag=True,
+              help="No progress bar and no summary; failures are still reported.")
 @engine_option
-def export_command(dest: str, chats: tuple[str, ...], as_zip: bool, locale: str, tz: str | None, no_media: bool,
-                   quiet: bool, engine_url: str) -> None:
+def export_command(dest: str, chats: tuple[str, ...], as_zip: bool, locale: str, tz: str | None,
+                   no_media: bool, quiet: bool, engine_url: str) -> None:
     """Export chats as WhatsApp's own 'Export chat' does, into the folder DEST.
 
     Each chat becomes DEST/NAME/NAME.txt, one line per message
@@ -346,11 +349,13 @@ def export_command(dest: str, chats: tuple[str, ...], as_zip: bool, locale: str,
     if not quiet:
         what = "zip files" if as_zip else "folders"
         chats_noun = "chat" if report.chats == 1 else "chats"
-        click.echo(f"exported {report.chats} {chats_noun} ({report.messages} messages, {report.media} media files, "
-                   f"{_megabytes(report.bytes)}) as {what} in {dest} in {report.seconds:.1f} s")
+        click.echo(f"exported {report.chats} {chats_noun} ({report.messages} messages, "
+                   f"{report.media} media files, {_megabytes(report.bytes)}) as {what} in {dest} "
+                   f"in {report.seconds:.1f} s")
     if report.placeholders:
         click.echo(f"{report.placeholders} messages could not be read or are not supported: "
-                   "placeholder lines name them (grep '<unreadable message' or '<unsupported message')", err=True)
+                   "placeholder lines name them (grep '<unreadable message' or '<unsupported message')",
+                   err=True)
 
 
 # --- mount commands ---

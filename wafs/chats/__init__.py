@@ -11,6 +11,6 @@ from .transcript import LOCALES, Line, Locale
 from .view import ChatInfo, ChatOptions, ChatsError, ChatStats, ChatsView, FileInfo, MediaFile, RenderedChat
 
 __all__ = [
-    "LOCALES", "ChatInfo", "ChatOptions", "ChatStats", "ChatsError", "ChatsView", "FileInfo", "Line", "Locale",
-    "MediaFile", "RenderedChat",
+    "LOCALES", "ChatInfo", "ChatOptions", "ChatStats", "ChatsError", "ChatsView", "FileInfo", "Line",
+    "Locale", "MediaFile", "RenderedChat",
 ]

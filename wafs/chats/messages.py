@@ -23,7 +23,9 @@ WRAPPERS = (
     "lottieStickerMessage",
 )
 #: Fields of a ``Message`` that ride along with the content and are not content themselves.
-CARRIERS = {"messageContextInfo", "senderKeyDistributionMessage", "fastRatchetKeySenderKeyDistributionMessage"}
+CARRIERS = {
+    "messageContextInfo", "senderKeyDistributionMessage", "fastRatchetKeySenderKeyDistributionMessage",
+}
 #: Messages the app's export leaves out: they change other messages or carry no content.
 HIDDEN = {
     "reactionMessage", "encReactionMessage", "pollUpdateMessage", "keepInChatMessage", "pinInChatMessage",

@@ -383,7 +383,9 @@ class ChatsView:
         for key in missing:
             value = values.get(key)
             self._lids[key] = _normal(value.strip()) if value and "@" in value else None
-        resolved = {jid: (self._lids.get(lid_keys[jid]) if jid in lid_keys else None) or jid for jid in wanted}
+        resolved = {
+            jid: (self._lids.get(lid_keys[jid]) if jid in lid_keys else None) or jid for jid in wanted
+        }
         read_keys.update(lid_keys.values())
         contact_keys = {}
         for real in set(resolved.values()):
@@ -460,7 +462,8 @@ class ChatsView:
             if name is None:
                 nameless.append(cid)
             titles[cid] = naming.one_line(name) if name else self._number_label(contact)
-            wanted[cid] = naming.sanitize(f"{name} ({contact['_number']})" if name else str(contact["_number"]))
+            number = contact["_number"]
+            wanted[cid] = naming.sanitize(f"{name} ({number})" if name else str(number))
         for cid, push_name in self._push_names(nameless).items():
             contact = contacts.get(_normal(cid), {"_number": _user(cid)})
             titles[cid] = naming.one_line(push_name)
@@ -562,8 +565,9 @@ class ChatsView:
         data: dict[str, bytes] = {}
         taken = {info.transcript.casefold()}
         counters: dict[tuple[str, str], int] = {}
+        first_timestamp = refs[0][0] if refs else 0
         for problem in problems:
-            lines.append(Line(refs[0][0] if refs else 0, info.title, f"<unreadable: {problem}>", placeholder=True))
+            lines.append(Line(first_timestamp, info.title, f"<unreadable: {problem}>", placeholder=True))
         for timestamp, mid in refs:
             message = parsed.get(mid)
             if message is None:
@@ -607,9 +611,9 @@ class ChatsView:
                         parts.append(MEDIA_OMITTED)
                         continue
                     name = self._media_name(attachment, moment.strftime("%Y%m%d"), counters, taken)
+                    content_key = None if attachment.inline is not None else _content_key(cid, mid)
                     files.append(MediaFile(name, mid, len(payload), float(timestamp),
-                                           key=None if attachment.inline is not None else _content_key(cid, mid),
-                                           inline=attachment.inline))
+                                           key=content_key, inline=attachment.inline))
                     if keep_media:
                         data[name] = payload
                     parts.append(ATTACHED.format(name=name))
@@ -720,7 +724,9 @@ class ChatsView:
             return info.title
         return self._name(message.sender, message.push_name, contacts)
 
-    def _system_text(self, message: Parsed, mid: str, contacts: Mapping[str, Mapping[str, Any]]) -> tuple[str, bool]:
+    def _system_text(
+        self, message: Parsed, mid: str, contacts: Mapping[str, Mapping[str, Any]]
+    ) -> tuple[str, bool]:
         actor = self.options.you if message.from_me else (
             self._name(message.sender, None, contacts) if message.sender else "Someone")
         people = ", ".join(self._name(p, None, contacts) if "@" in p else p for p in message.params)

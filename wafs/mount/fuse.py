@@ -399,26 +399,32 @@ class Session:
 
     # --- telling the kernel what changed (from any thread but the serving one) ---------------
 
-    def invalidate_inode(self, ino: int, offset: int = 0, length: int = 0) -> None:
+    def invalidate_inode(self, ino: int, offset: int = 0, length: int = 0) -> bool:
         """Drop the kernel's attributes of ``ino`` and its cached pages from ``offset`` on
         (``length`` 0: to the end; ``offset`` -1: attributes only). For a directory, its
-        cached listing."""
+        cached listing. False when the kernel holds no such inode (yet)."""
         se = self._se
-        if se is not None:
-            self._notified(_lib.fuse_lowlevel_notify_inval_inode(se, ino, offset, length), "inode", ino)
+        if se is None:
+            return True
+        return self._notified(_lib.fuse_lowlevel_notify_inval_inode(se, ino, offset, length), "inode", ino)
 
-    def invalidate_entry(self, parent: int, name: bytes) -> None:
-        """Drop the kernel's entry ``name`` in directory ``parent`` (positive or negative)."""
+    def invalidate_entry(self, parent: int, name: bytes) -> bool:
+        """Drop the kernel's entry ``name`` in directory ``parent`` (positive or negative).
+        False when the kernel holds no such entry (yet)."""
         se = self._se
-        if se is not None:
-            result = _lib.fuse_lowlevel_notify_inval_entry(se, parent, name, len(name))
-            self._notified(result, "entry", parent)
+        if se is None:
+            return True
+        result = _lib.fuse_lowlevel_notify_inval_entry(se, parent, name, len(name))
+        return self._notified(result, "entry", parent)
 
     @staticmethod
-    def _notified(result: int, what: str, ino: int) -> None:
-        # ENOENT: the kernel does not hold it (nothing to drop); ENOTCONN/EBADF: unmounting.
-        if result not in (0, -errno.ENOENT, -errno.ENOTCONN, -errno.EBADF, -errno.ENODEV):
+    def _notified(result: int, what: str, ino: int) -> bool:
+        if result == -errno.ENOENT:
+            return False
+        # ENOTCONN/EBADF/ENODEV: unmounting, nothing is cached any more.
+        if result not in (0, -errno.ENOTCONN, -errno.EBADF, -errno.ENODEV):
             log.warning("invalidating %s %d failed: %s", what, ino, os.strerror(-result))
+        return True
 
     # --- requests ---------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ class Inode:
     """An inode the kernel knows (``lookups`` > 0), or one kept open past its name."""
 
     __slots__ = ("ino", "parent", "name", "is_dir", "lookups", "size", "digest", "current", "data",
-                 "mtime_ns", "children")
+                 "mtime_ns", "children", "unsure")
 
     def __init__(self, ino: int, parent: Inode | None, name: str, is_dir: bool) -> None:
         self.ino = ino
@@ -43,6 +43,9 @@ class Inode:
         self.mtime_ns = 0
         #: For a directory: the current inodes of the names in it that the kernel holds.
         self.children: dict[str, Inode] | None = {} if is_dir else None
+        #: The kernel may hold older attributes than these: telling it failed while a reply
+        #: that makes the inode was on its way (see ``KernelCache.forget_attributes``).
+        self.unsure = False
 
     @property
     def path(self) -> str:

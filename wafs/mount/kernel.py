@@ -18,9 +18,9 @@ log = logging.getLogger(__name__)
 
 
 class Notifier(Protocol):
-    def invalidate_inode(self, ino: int, offset: int = 0, length: int = 0) -> None: ...
+    def invalidate_inode(self, ino: int, offset: int = 0, length: int = 0) -> bool: ...
 
-    def invalidate_entry(self, parent: int, name: bytes) -> None: ...
+    def invalidate_entry(self, parent: int, name: bytes) -> bool: ...
 
 
 _STOP = ("stop", 0, b"")
@@ -46,12 +46,15 @@ class KernelCache:
             self._thread.join(5.0)
         self._session = None
 
-    def forget_attributes(self, ino: int) -> None:
+    def forget_attributes(self, ino: int) -> bool:
         """The kernel asks for ``ino``'s attributes again before it next uses them (and,
-        finding another size or mtime, drops its cached pages itself)."""
+        finding another size or mtime, drops its cached pages itself).
+
+        False when the kernel does not hold ``ino``: if a reply that makes it is on its way,
+        the kernel will hold what that reply said, and the caller must say it again once the
+        kernel uses the inode."""
         session = self._session
-        if session is not None:
-            session.invalidate_inode(ino, -1, 0)
+        return session is None or session.invalidate_inode(ino, -1, 0)
 
     def forget_listing(self, ino: int) -> None:
         """The kernel lists directory ``ino`` again (and asks for its attributes)."""

@@ -116,6 +116,7 @@ class Operations(fuse.Filesystem):
         self._unsent: list[Inode] = []  # inodes made for a listing reply, not yet counted
         self._watch: Watch | None = None
         self.on_ready: Callable[[], None] = lambda: None
+        self.tree.on_listed = self._reconcile
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -158,9 +159,14 @@ class Operations(fuse.Filesystem):
     # --- inodes and attributes ------------------------------------------------------------------
 
     def _inode(self, ino: int) -> Inode:
+        """The inode of a request: the kernel holds it now, so a change it missed is told again."""
         inode = self.inodes.get(ino)
         if inode is None:
             raise FuseError(errno.ESTALE)
+        if inode.unsure:
+            inode.unsure = not self.kernel.forget_attributes(ino)
+        if not inode.current and inode.parent is not None:  # the kernel may have got the
+            self.kernel.forget_entry(inode.parent.ino, inode.name)  # name after it was told
         return inode
 
     def _dir(self, ino: int) -> Inode:
@@ -264,7 +270,7 @@ class Operations(fuse.Filesystem):
         now = time.time_ns()
         inode.size, inode.digest, inode.mtime_ns = len(value.data), value.digest, now
         self._mtimes[inode.key] = now
-        self.kernel.forget_attributes(inode.ino)
+        inode.unsure = not self.kernel.forget_attributes(inode.ino)
 
     def _pages_held(self, inode: Inode) -> bool:
         """True when a reader may hold the kernel's pages of ``inode``'s old version.
@@ -345,7 +351,7 @@ class Operations(fuse.Filesystem):
     def lookup(self, parent: int, name: bytes) -> Entry:
         directory = self._dir(parent)
         text = _name(name)
-        negative = Entry(None, self.kernel_seconds, self.kernel_seconds)
+        negative = Entry(None, self.options.ttl, 0.0)
         if text is None:
             return negative
         path = _join(directory.path, text)
@@ -378,10 +384,15 @@ class Operations(fuse.Filesystem):
 
     def getattr(self, ino: int, fh: int | None) -> tuple[Attributes, float]:
         with self.lock:
-            inode = self._inode(ino)
+            inode = self.inodes.get(ino)
+            if inode is None:
+                raise FuseError(errno.ESTALE)
+            inode.unsure = False  # this reply tells the kernel the attributes as they are
             if inode.is_dir:
                 return self._dir_attributes(inode, fresh=True), self.kernel_seconds
             handle = self.handles.get(fh) if fh else None
+            if inode.removed and handle is None:
+                raise FuseError(errno.ENOENT)  # a name the kernel kept after it was removed
             if handle is not None and handle.pending is not None:
                 return self._file_attributes(inode, handle.size()), self.kernel_seconds
             if inode.current:
@@ -790,6 +801,27 @@ class Operations(fuse.Filesystem):
                 if parent is not None:  # the directory went with its last key
                     self._remove(parent, None)
                 path = parent_path
+
+    def _reconcile(self, path: str) -> None:
+        """The tree's listing at ``path`` was read again (``""``: the whole store): names the
+        kernel holds there that the store no longer has are dropped from the kernel."""
+        recursive = self.tree.bulk
+        with self.lock:
+            start = self._known(path, is_dir=True)
+            if start is None:
+                return
+            stack = [(start, path)]
+            while stack:
+                inode, inode_path = stack.pop()
+                node = self.tree.lookup_cached(inode_path) if inode_path else self.tree.root
+                if not isinstance(node, Directory) or not inode.children:
+                    continue
+                for name, child in list(inode.children.items()):
+                    entry = node.value if name == VALUE_NAME else node.entries.get(name)
+                    if entry is None or isinstance(entry, Directory) != child.is_dir:
+                        self._remove(child, None if child.is_dir else self.cache.get(child.key))
+                    elif child.is_dir and recursive:
+                        stack.append((child, _join(inode_path, name)))
 
     def _resync(self) -> None:
         try:

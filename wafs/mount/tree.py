@@ -121,6 +121,9 @@ class Tree:
         self._stopped = threading.Event()
         self._dir_changed: dict[str, int] = {}  # directory -> wall time its names last changed
         self._rebuilt_ns = 0  # wall time the last whole-store read replaced an older tree
+        #: Called (outside the tree's locks) once a listing replaced what the tree held: the
+        #: whole tree (``""`` after a whole-store read) or one directory whose names changed.
+        self.on_listed: Callable[[str], None] = lambda path: None
         self.on_hidden: Callable[[str], None] = lambda key: log.warning(
             "key %r cannot be shown as a path; it is hidden (rm -r of its parent still removes it)", key
         )
@@ -215,9 +218,14 @@ class Tree:
         self._stopped.set()
 
     def _rescan(self, force: bool = False) -> None:
+        if self._read_all(force):
+            self.on_listed("")
+
+    def _read_all(self, force: bool) -> bool:
+        """Read the whole store into a new tree; False when another thread just did."""
         with self._load_lock:
             if not force and not self._scan_failed and not self._stale(self.root):
-                return  # another thread rebuilt it while this one waited
+                return False  # another thread rebuilt it while this one waited
             started = self._begin_listing()
             try:
                 new_root, hidden = self._build(self.engine.iter_keys(""))
@@ -237,6 +245,7 @@ class Tree:
                 self.root = new_root
                 self._rescan_seconds = time.monotonic() - started
                 self._note_hidden(hidden)
+        return True
 
     def _build(self, keys: Iterable[str]) -> tuple[Directory, list[str]]:
         root = Directory()
@@ -266,11 +275,16 @@ class Tree:
         return root, hidden
 
     def _list_directory(self, path: str) -> None:
+        if self._read_directory(path):
+            self.on_listed(path)
+
+    def _read_directory(self, path: str) -> bool:
+        """List one directory of the store again; True when its names changed."""
         with self._load_lock:
             with self.lock:
                 node = self._find_dir(path)
                 if node is None or not self._stale(node):
-                    return
+                    return False
             started = self._begin_listing()
             try:
                 children = self.engine.children(path)
@@ -283,7 +297,7 @@ class Tree:
                 replay = self._end_listing(path)
                 node = self._find_dir(path)
                 if node is None:
-                    return
+                    return False
                 old = node.entries
                 node.entries = {}
                 node.value = None
@@ -310,13 +324,15 @@ class Tree:
                         node.entries[name] = previous
                 for change in replay:
                     self._apply(self.root, change)
-                if node.entries.keys() != old.keys():
+                changed = node.entries.keys() != old.keys()
+                if changed:
                     self._dir_changed[path] = now = time.time_ns()
                     for name, previous in old.items():  # gone, with all below: if they come
                         if isinstance(previous, Directory) and name not in node.entries:  # back,
                             self._mark_subtree(self._join(path, name), previous, now)  # list anew
                 node.loaded = started
                 self._note_hidden(hidden)
+        return changed
 
     def _mark_subtree(self, path: str, directory: Directory, now: int) -> None:
         self._dir_changed[path] = now
