@@ -25,7 +25,7 @@ class Inode:
     """An inode the kernel knows (``lookups`` > 0), or one kept open past its name."""
 
     __slots__ = ("ino", "parent", "name", "is_dir", "lookups", "size", "digest", "current", "data",
-                 "mtime_ns", "children", "unsure")
+                 "mtime_ns", "children", "unsure", "removed")
 
     def __init__(self, ino: int, parent: Inode | None, name: str, is_dir: bool) -> None:
         self.ino = ino
@@ -46,6 +46,9 @@ class Inode:
         #: The kernel may hold older attributes than these: telling it failed while a reply
         #: that makes the inode was on its way (see ``KernelCache.forget_attributes``).
         self.unsure = False
+        #: Its name was removed (unlinked, deleted by another client, renamed over): writers
+        #: still holding it commit nothing, as on a disk.
+        self.removed = False
 
     @property
     def path(self) -> str:
@@ -56,11 +59,6 @@ class Inode:
             names.append(node.name)
             node = node.parent
         return SEPARATOR.join(reversed(names))
-
-    @property
-    def removed(self) -> bool:
-        """Its name was removed (unlinked, deleted by another client, renamed over)."""
-        return self.parent is None and self.ino != ROOT_INO
 
     @property
     def key(self) -> str:

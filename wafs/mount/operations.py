@@ -173,6 +173,8 @@ class Operations(fuse.Filesystem):
         inode = self._inode(ino)
         if not inode.is_dir:
             raise FuseError(errno.ENOTDIR)
+        if not inode.current:
+            raise FuseError(errno.ENOENT)  # removed: nothing can be found or made in it
         return inode
 
     def _dir_attributes(self, inode: Inode, fresh: bool = False) -> Attributes:
@@ -290,11 +292,10 @@ class Operations(fuse.Filesystem):
     def _remove(self, inode: Inode, old: Value | None) -> None:
         """``inode``'s key is gone: it keeps serving its bytes to those who hold it open, and
         writers still holding it commit nothing (as on a disk)."""
-        parent = inode.parent
         self._replace(inode, old)
-        if parent is not None:
-            self.kernel.forget_listing(parent.ino)
-        inode.parent = None
+        if inode.parent is not None:
+            self.kernel.forget_listing(inode.parent.ino)
+        inode.removed = True
 
     def _verify(self, inode: Inode) -> None:
         """Read ``inode``'s value again (with its neighbours, in one round trip)."""
@@ -587,8 +588,10 @@ class Operations(fuse.Filesystem):
             text = data.decode("utf-8")
         except UnicodeDecodeError:
             handle.refused = True
-            if handle.created:
-                self._forget_key(key)
+            if handle.created:  # the file never existed in the store: it goes, name and all
+                with self.lock:
+                    self._forget_key(key)
+                    self._remove(handle.inode, None)
             raise FuseError(errno.EILSEQ) from None
         self._store(key, text, data)
         with self.lock:
@@ -755,6 +758,8 @@ class Operations(fuse.Filesystem):
         if not displayable(key):
             self.tree.note_hidden(key, deleted)
             return
+        if deleted and self.engine.get(key) is not None:
+            deleted = False  # another node's late "del" (a slot that moved): the key lives on
         if deleted:
             self.tree.forget(key)
             self.observe(key, None)
@@ -818,7 +823,10 @@ class Operations(fuse.Filesystem):
                     continue
                 for name, child in list(inode.children.items()):
                     entry = node.value if name == VALUE_NAME else node.entries.get(name)
-                    if entry is None or isinstance(entry, Directory) != child.is_dir:
+                    writer = next((h for h in self.handles.of(child) if h.writable and h.dirty), None)
+                    if entry is None and writer is not None:  # made here, committed on close
+                        self.tree.put(child.key, writer.size())
+                    elif entry is None or isinstance(entry, Directory) != child.is_dir:
                         self._remove(child, None if child.is_dir else self.cache.get(child.key))
                     elif child.is_dir and recursive:
                         stack.append((child, _join(inode_path, name)))
