@@ -350,3 +350,24 @@ def test_rename_noreplace_keeps_the_target(mount: Mount) -> None:
     assert (mount.other.get("a"), mount.other.get("b")) == ("A", "B")
     _renameat2(mount.p("a"), mount.p("c"), _RENAME_NOREPLACE)
     assert (mount.other.get("a"), mount.other.get("c")) == (None, "A")
+
+
+def test_a_value_that_is_not_utf8_fails_only_its_own_file(redis_server, tmp_path: Path) -> None:
+    prefix = f"wa:bad{next(_prefixes)}:{os.getpid()}"
+    engine = RedisEngine.from_url(f"{redis_server.url}?prefix={prefix}")
+    raw = redis_server.client()
+    try:
+        for number in range(30):
+            raw.set(f"{prefix}:chat/c/message/M{number:02d}/raw".encode(), f"text {number}".encode())
+        raw.set(f"{prefix}:chat/c/message/M15/raw".encode(), b"\xff\xfe not text")
+        with mounted(engine, tmp_path / "mnt") as mnt:
+            found = sh(f"grep -rl text {mnt}/chat", check=False)
+            assert found.returncode == 2  # grep read every file, and one of them failed
+            assert sorted(Path(line).parent.name for line in found.stdout.split()) == [
+                f"M{number:02d}" for number in range(30) if number != 15]
+            with pytest.raises(OSError):
+                read(mnt / "chat/c/message/M15/raw")
+            assert read(mnt / "chat/c/message/M16/raw") == b"text 16"
+    finally:
+        raw.close()
+        engine.close()

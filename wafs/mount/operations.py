@@ -30,10 +30,12 @@ from collections.abc import Callable, Iterator
 from ..engine import Engine, Watch
 from ..errors import (
     BackendError,
+    BackendUnavailableError,
     InvalidKeyError,
     InvalidValueError,
     KeyConflictError,
     NoSpaceError,
+    WafsError,
 )
 from ..keys import SEPARATOR
 from . import fuse
@@ -329,8 +331,16 @@ class Operations(fuse.Filesystem):
                 budget[0] -= cost
                 return True
 
+            wanted = keys
             keys = keys + self.tree.neighbours(path, want, PREFETCH_KEYS)
-        values = self.engine.get_many(keys)
+            try:
+                values = self.engine.get_many(keys)
+            except BackendUnavailableError:
+                raise
+            except WafsError:  # one bad neighbour (a value that is not UTF-8) fails only itself
+                values = self.engine.get_many(wanted)
+        else:
+            values = self.engine.get_many(keys)
         seen: dict[str, Value | None] = {}
         sizes: dict[str, int | None] = {}
         for key, text in values.items():

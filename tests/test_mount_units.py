@@ -1,0 +1,94 @@
+"""The mount's bookkeeping without a mount: the inode table, the value cache, open handles."""
+
+from __future__ import annotations
+
+import time
+
+from wafs.mount.handles import Handle
+from wafs.mount.inodes import InodeTable
+from wafs.mount.values import Value, ValueCache, digest
+
+
+def _value(data: bytes) -> Value:
+    return Value(data, digest(data), time.monotonic())
+
+
+def test_a_name_keeps_its_inode_and_its_number() -> None:
+    table = InodeTable(0)
+    chat = table.child(table.root, "chat", is_dir=True)
+    index = table.child(chat, "index", is_dir=False)
+    assert table.child(chat, "index", is_dir=False) is index
+    assert table.find(chat, "index", is_dir=False) is index and index.key == "chat/index"
+    number = index.ino
+    index.lookups = 1
+    table.forget(number, 1)
+    assert table.get(number) is None and table.find(chat, "index", is_dir=False) is None
+    assert table.child(chat, "index", is_dir=False).ino == number  # st_ino survives a forget
+
+
+def test_a_superseded_inode_serves_its_bytes_and_the_name_gets_another_number() -> None:
+    table = InodeTable(0)
+    old = table.child(table.root, "f", is_dir=False)
+    old.lookups = 1
+    table.supersede(old, b"old bytes")
+    new = table.child(table.root, "f", is_dir=False)
+    assert new is not old and new.ino != old.ino
+    assert not old.current and old.data == b"old bytes" and table.get(old.ino) is old
+    table.forget(old.ino, 1)
+    assert table.get(old.ino) is None and table.get(new.ino) is new
+
+
+def test_a_name_that_becomes_a_directory_gets_a_new_inode() -> None:
+    table = InodeTable(0)
+    file = table.child(table.root, "a", is_dir=False)
+    directory = table.child(table.root, "a", is_dir=True)
+    assert directory is not file and directory.is_dir and not file.current
+    assert table.find(table.root, "a", is_dir=False) is None
+
+
+def test_a_renamed_inode_keeps_its_number_under_its_new_name() -> None:
+    table = InodeTable(0)
+    d = table.child(table.root, "d", is_dir=True)
+    f = table.child(table.root, "f", is_dir=False)
+    table.move(f, d, "g")
+    assert table.find(d, "g", is_dir=False) is f and f.key == "d/g"
+    assert table.find(table.root, "f", is_dir=False) is None
+
+
+def test_the_value_cache_stays_within_its_bound() -> None:
+    cache = ValueCache(max_bytes=100, ttl=60.0)
+    for number in range(10):
+        cache.put(f"k{number}", bytes(30))
+    held = [key for key in (f"k{n}" for n in range(10)) if cache.get(key) is not None]
+    assert held == ["k7", "k8", "k9"]  # the least recently used went first
+    cache.put("big", bytes(60))  # more than half the bound: not kept
+    assert cache.get("big") is None
+    assert cache.fresh("k9") is not None
+
+
+def test_cached_values_go_stale_but_keep_naming_their_version() -> None:
+    cache = ValueCache(max_bytes=1000, ttl=0.05)
+    stored = cache.put("k", b"v1")
+    time.sleep(0.06)
+    assert cache.fresh("k") is None
+    assert cache.get("k") == stored and stored.digest == digest(b"v1")
+
+
+def test_an_append_handle_writes_at_the_end_whatever_the_offset() -> None:
+    table = InodeTable(0)
+    handle = Handle(table.child(table.root, "log", is_dir=False), _value(b"abc"), writable=True, append=True,
+                    pending=bytearray())
+    handle.write(b"X", 0)  # the kernel's offset from a stale size
+    handle.write(b"Y", 1)
+    assert handle.pending == b"XY" and handle.content() == b"abcXY"
+    handle.truncate(4)
+    assert not handle.append and handle.content() == b"abcX"
+
+
+def test_a_reader_follows_a_value_that_only_grew() -> None:
+    table = InodeTable(0)
+    reader = Handle(table.child(table.root, "t", is_dir=False), _value(b"one\n"), writable=False)
+    reader.follow(_value(b"two\n"))  # not a continuation: the reader keeps its value
+    assert reader.content() == b"one\n"
+    reader.follow(_value(b"one\ntwo\n"))
+    assert reader.content() == b"one\ntwo\n"
