@@ -19,6 +19,7 @@ from .engine import Engine
 from .engines.file import DEFAULT_BASE
 from .errors import WafsError
 from .keys import check_key, is_under
+from .mount.options import MountOptions
 from .registry import open_engine
 
 DEFAULT_ENGINE_URL = "file://.baileys/default"
@@ -360,6 +361,8 @@ def export_command(dest: str, chats: tuple[str, ...], as_zip: bool, locale: str,
 
 # --- mount commands ---
 
+_MOUNT_DEFAULTS = MountOptions()
+
 
 @main.command(name="mount")
 @click.argument("mountpoint", type=click.Path())
@@ -367,11 +370,12 @@ def export_command(dest: str, chats: tuple[str, ...], as_zip: bool, locale: str,
 @click.option("--read-only", is_flag=True, help="Refuse every change with EROFS.")
 @click.option("-f", "--foreground", is_flag=True, help="Stay in the foreground; Ctrl-C or SIGTERM unmounts.")
 @click.option("--debug", is_flag=True, help="Log every FUSE operation to stderr (implies --foreground).")
-@click.option("--ttl", type=click.FloatRange(min=0.0), default=1.0, show_default=True,
+@click.option("--ttl", type=click.FloatRange(min=0.0), default=_MOUNT_DEFAULTS.ttl, show_default=True,
               help="Seconds a listing or a value read from the store is trusted, without a change feed.")
-@click.option("--cache-size", type=click.IntRange(min=0), default=64, show_default=True,
+@click.option("--cache-size", type=click.IntRange(min=0), default=_MOUNT_DEFAULTS.cache_bytes >> 20,
+              show_default=True,
               help="MiB of values the daemon may keep.")
-@click.option("--umask", default="077", show_default=True,
+@click.option("--umask", default=f"{_MOUNT_DEFAULTS.umask:03o}", show_default=True,
               help="Octal umask for file (0666) and directory (0777) modes.")
 @click.option("--allow-other", is_flag=True, help="Let other users see the mount (needs user_allow_other).")
 @click.option("--log-file", type=click.Path(dir_okay=False), default=None,
@@ -390,7 +394,7 @@ def mount_command(mountpoint: str, engine_url: str, read_only: bool, foreground:
         ls mnt/chat; grep -rl pedido mnt/chat; cp -a mnt backup
         wafs umount ./mnt
     """
-    from .mount import MountOptions, mount
+    from .mount import mount
     from .mount.daemon import default_log_file
 
     try:

@@ -1,6 +1,26 @@
-"""The FUSE mount of an engine: ``wafs mount``."""
+"""The FUSE mount of an engine: ``wafs mount``.
 
-from .daemon import MountError, daemon_pid, mount, mounted_at, refresh, serve, unmount
+The mount's modules load libfuse when first used, not when this package is imported, so the
+rest of wafs works on a machine without FUSE.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .options import MountOptions
+
+if TYPE_CHECKING:
+    from .daemon import MountError, daemon_pid, mount, mounted_at, refresh, serve, unmount
+
+_FROM_DAEMON = {"MountError", "daemon_pid", "mount", "mounted_at", "refresh", "serve", "unmount"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_DAEMON:
+        return getattr(importlib.import_module(".daemon", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["MountError", "MountOptions", "daemon_pid", "mount", "mounted_at", "refresh", "serve", "unmount"]

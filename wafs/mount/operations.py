@@ -548,6 +548,7 @@ class Operations(fuse.Filesystem):
             raise FuseError(errno.EEXIST)  # another client made it since the kernel looked
         self.sweeper.flush_covering(key)
         with self.lock:
+            self.tree.hold(key)
             self.tree.put(key, 0)
             inode = self.inodes.child(directory, text, is_dir=False)
             inode.size, inode.digest, inode.mtime_ns = 0, _EMPTY.digest, time.time_ns()
@@ -599,11 +600,13 @@ class Operations(fuse.Filesystem):
         except UnicodeDecodeError:
             handle.refused = True
             if handle.created:  # the file never existed in the store: it goes, name and all
+                self.tree.release(key)
                 with self.lock:
                     self._forget_key(key)
                     self._remove(handle.inode, None)
             raise FuseError(errno.EILSEQ) from None
         self._store(key, text, data)
+        self.tree.release(key)
         with self.lock:
             handle.dirty = False
             handle.created = False
@@ -654,6 +657,7 @@ class Operations(fuse.Filesystem):
     # --- namespace ----------------------------------------------------------------------------------
 
     def _forget_key(self, key: str) -> None:
+        self.tree.release(key)
         self.tree.drop(key)
         self.cache.drop(key)
         self._mtimes.pop(key, None)
@@ -833,10 +837,7 @@ class Operations(fuse.Filesystem):
                     continue
                 for name, child in list(inode.children.items()):
                     entry = node.value if name == VALUE_NAME else node.entries.get(name)
-                    writer = next((h for h in self.handles.of(child) if h.writable and h.dirty), None)
-                    if entry is None and writer is not None:  # made here, committed on close
-                        self.tree.put(child.key, writer.size())
-                    elif entry is None or isinstance(entry, Directory) != child.is_dir:
+                    if entry is None or isinstance(entry, Directory) != child.is_dir:
                         self._remove(child, None if child.is_dir else self.cache.get(child.key))
                     elif child.is_dir and recursive:
                         stack.append((child, _join(inode_path, name)))

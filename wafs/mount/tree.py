@@ -116,6 +116,7 @@ class Tree:
         self.hidden: set[str] = set()  # keys that cannot be shown, as the store holds them
         self._journal: list[_Change] | None = None
         self._local_dirs: set[str] = set()  # made by mkdir or emptied through the mount
+        self._held: set[str] = set()  # files created through the mount, not yet in the store
         self._rescan_seconds = 0.0  # how long the last whole-store rebuild took
         self._scan_failed = False  # the last rebuild failed: do not serve the old tree
         self._stopped = threading.Event()
@@ -239,6 +240,9 @@ class Tree:
                     self._apply(new_root, change)
                 for path in self._local_dirs:
                     self._make_dirs(new_root, path, local=True)
+                for key in self._held:
+                    if self._find_file(new_root, key) is None:
+                        self._apply(new_root, _Change("put", key, 0))
                 new_root.loaded = started
                 if self.root.loaded:
                     self._rebuilt_ns = time.time_ns()
@@ -324,6 +328,9 @@ class Tree:
                         node.entries[name] = previous
                 for change in replay:
                     self._apply(self.root, change)
+                for key in self._held:
+                    if _Change("put", key).within(path) and self._find_file(self.root, key) is None:
+                        self._apply(self.root, _Change("put", key, 0))
                 changed = node.entries.keys() != old.keys()
                 if changed:
                     self._dir_changed[path] = now = time.time_ns()
@@ -479,6 +486,16 @@ class Tree:
             else:
                 self._note_hidden([key])
 
+    def hold(self, key: str) -> None:
+        """``key`` is being created through the mount: keep it in every new listing until
+        :meth:`release` (the store has it only once its first write is committed)."""
+        with self.lock:
+            self._held.add(key)
+
+    def release(self, key: str) -> None:
+        with self.lock:
+            self._held.discard(key)
+
     def mkdir(self, key: str) -> None:
         with self.lock:
             self._local_dirs.add(key)
@@ -560,6 +577,14 @@ class Tree:
             parent.entries[name] = size
 
     # --- helpers ---------------------------------------------------------------------------------
+
+    def _find_file(self, root: Directory, key: str) -> int | None:
+        parent_path, _, name = key.rpartition(SEPARATOR)
+        parent = self._find_dir(parent_path, root)
+        if parent is None:
+            return None
+        entry = parent.entries.get(name)
+        return entry.value if isinstance(entry, Directory) else entry
 
     @staticmethod
     def _join(directory: str, name: str) -> str:
