@@ -143,6 +143,10 @@ def test_keys_that_cannot_round_trip_are_refused_and_nothing_is_written(
     with pytest.raises(InvalidKeyError):
         engine.set_many({key: "v"})
     with pytest.raises(InvalidKeyError):
+        engine.add(key, "v")
+    with pytest.raises(InvalidKeyError):
+        engine.check_writable(key)
+    with pytest.raises(InvalidKeyError):
         engine.set(key, None)
     with pytest.raises(InvalidKeyError):
         engine.get(key)
@@ -313,6 +317,10 @@ def test_writes_through_planted_links_are_refused_and_land_nowhere(
             engine.set(key, "escaped")
         with pytest.raises(KeyConflictError):
             engine.set_many({key: "escaped"})
+        with pytest.raises(KeyConflictError):
+            engine.add(key, "escaped")
+        with pytest.raises(KeyConflictError):
+            engine.check_writable(key)
     assert outside_snapshot(planted, base) == before
     assert (base / "alias").is_symlink() and (base / "contact/real/index").read_text() == "real contact"
 
@@ -326,6 +334,19 @@ def test_writing_a_key_held_by_a_file_link_replaces_the_link_not_its_target(
     assert planted["hostname"].read_text() == "not-a-key-host\n"
     assert not (base / "session/creds").is_symlink()
     assert engine.get("session/creds") == "new creds"
+
+
+def test_adding_a_key_held_by_a_link_replaces_the_link_and_keeps_the_outside(
+    engine: FileEngine, base: Path, planted: dict[str, Path]
+) -> None:
+    before = outside_snapshot(planted, base)
+    engine.check_writable("session/creds")
+    assert engine.add("session/creds", "new creds") is True
+    assert engine.add("session/creds", "again") is False
+    assert outside_snapshot(planted, base) == before
+    assert not (base / "session/creds").is_symlink()
+    assert engine.get("session/creds") == "new creds"
+    assert temp_files(base) == []
 
 
 def test_deletes_and_cascades_through_planted_links_leave_the_outside_alone(
@@ -566,6 +587,60 @@ def test_strace_sees_no_file_syscall_outside_base(
 
 
 # --- 4. Keys that cannot sit beside each other on disk --------------------------------------------
+
+
+def test_add_over_a_leftover_empty_directory_stores_the_key(engine: FileEngine, base: Path) -> None:
+    (base / "chat/1/index/empty").mkdir(parents=True)
+    engine.check_writable("chat/1/index")
+    assert engine.add("chat/1/index", "i") is True
+    assert engine.get("chat/1/index") == "i"
+    assert disk(base) == {"chat": "dir", "chat/1": "dir", "chat/1/index": b"i"}
+
+
+ADDER = textwrap.dedent(
+    """
+    import sys
+    from wafs import FileEngine
+
+    engine = FileEngine(sys.argv[1])
+    name = sys.argv[2]
+    print("ready", flush=True)
+    sys.stdin.readline()
+    won = [n for n in range(300) if engine.add(f"chat/{n}@s.whatsapp.net/index", name)]
+    print(" ".join(map(str, won)), flush=True)
+    """
+)
+
+
+def test_processes_adding_the_same_keys_each_win_a_key_exactly_once(base: Path, tmp_path: Path) -> None:
+    """Two processes add the same 300 keys at once: every key is won by one, and holds its value."""
+    script = tmp_path / "adder.py"
+    script.write_text(ADDER)
+    children = [
+        subprocess.Popen([sys.executable, str(script), str(base), name], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        for name in ("one", "two")
+    ]
+    for child in children:
+        assert child.stdout is not None and child.stdout.readline() == "ready\n"
+    for child in children:
+        assert child.stdin is not None
+        child.stdin.write("go\n")
+        child.stdin.flush()
+    won = {}
+    for child, name in zip(children, ("one", "two"), strict=True):
+        out, _ = child.communicate(timeout=120)
+        assert child.returncode == 0
+        won[name] = {int(n) for n in out.split()}
+    print(f"one won {len(won['one'])}, two won {len(won['two'])}")
+    assert won["one"].isdisjoint(won["two"])
+    assert won["one"] | won["two"] == set(range(300))
+    assert won["one"] and won["two"], "one process won every key: the adds never raced"
+    engine = FileEngine(base)
+    for name, numbers in won.items():
+        for n in numbers:
+            assert engine.get(f"chat/{n}@s.whatsapp.net/index") == name
+    assert temp_files(base) == []
 
 
 def test_a_key_below_a_file_key_is_a_conflict_and_the_file_is_kept(engine: FileEngine, base: Path) -> None:

@@ -81,6 +81,19 @@ def _disk_names(key: str) -> list[str]:
     return [_name_to_disk(segment) for segment in key.split(SEPARATOR)]
 
 
+def _in_the_way(key: str, path: list[str], base: str) -> KeyConflictError:
+    """The error of writing ``key`` where ``path`` (disk names from base) is not a directory."""
+    what = SEPARATOR.join(path).replace(AT_ON_DISK, "@")
+    return KeyConflictError(
+        f"cannot set {key!r}: {what!r} is a key (a file) or a symbolic link in {base}, not a directory"
+    )
+
+
+def _keys_below(key: str, base: str) -> KeyConflictError:
+    """The error of writing ``key`` where a directory holding keys below it is."""
+    return KeyConflictError(f"cannot set {key!r}: keys exist below it in {base}")
+
+
 def _close_all(fds: list[int]) -> None:
     for fd in fds:
         os.close(fd)
@@ -258,11 +271,7 @@ class FileEngine(Engine):
                 self._fail("open", key, exc)
             if not create:
                 return None
-            what = SEPARATOR.join(path).replace(AT_ON_DISK, "@")
-            raise KeyConflictError(
-                f"cannot set {key!r}: {what!r} is a key (a file) or a symbolic link in {self.base}, "
-                "not a directory"
-            ) from None
+            raise _in_the_way(key, path, self.base) from None
 
     def _prune(self, fds: list[int], names: list[str]) -> None:
         """Remove the directories on the way to ``names[-1]`` that are now empty, deepest first."""
@@ -311,6 +320,20 @@ class FileEngine(Engine):
         if value is None:
             self._remove_tree(key)
             return
+        self._write(key, value, exclusive=False)
+
+    def add(self, key: str, value: str) -> bool:
+        """Atomic and crash-safe: the value is written and synced as a temp file, which is then
+        hard-linked under the key's name (``link`` fails when the name exists, so of
+        concurrent adders exactly one succeeds), and the temp name removed. A crash leaves no
+        key or the whole value, and at worst a temp file the next write there removes."""
+        return self._write(key, value, exclusive=True)
+
+    def _write(self, key: str, value: str, exclusive: bool) -> bool:
+        """Write ``value`` under ``key`` atomically (``exclusive``: only if no key is there).
+
+        True when written, False when ``exclusive`` found a value under ``key``.
+        """
         names = _disk_names(key)
         data = value.encode("utf-8")
         for attempt in range(_ATTEMPTS):
@@ -322,19 +345,23 @@ class FileEngine(Engine):
                 continue
             assert fds is not None
             try:
-                if self._write_in(fds[-1], names[-1], key, data):
-                    return
+                written = self._write_in(fds[-1], names[-1], key, data, exclusive)
             finally:
                 _close_all(fds)
+            if written is not None:
+                return written
         raise BackendError(
             f"cannot write {key!r} in {self.base}: its directory kept being removed concurrently"
         )
 
-    def _write_in(self, directory: int, name: str, key: str, data: bytes) -> bool:
-        """Write ``data`` atomically as ``name`` in ``directory``; False: the directory vanished, retry."""
+    def _write_in(self, directory: int, name: str, key: str, data: bytes, exclusive: bool) -> bool | None:
+        """Write ``data`` atomically as ``name`` in ``directory``, as :meth:`_write` says.
+
+        ``None``: the directory or the temp file vanished (a concurrent cascade); retry.
+        """
         temp = self._create_temp(directory, key)
         if temp is None:
-            return False
+            return None
         try:
             self._fill(directory, temp, key, data)
             if self.fsync:
@@ -343,7 +370,9 @@ class FileEngine(Engine):
                 except OSError as exc:
                     self._discard(directory, temp)
                     self._fail("write", key, exc)
-            return self._install(directory, temp, name, key)
+            if exclusive:
+                return self._link(directory, temp, name, key)
+            return True if self._install(directory, temp, name, key) else None
         finally:
             os.close(temp.fd)
 
@@ -393,10 +422,78 @@ class FileEngine(Engine):
                 if not self._holds_key(directory, name):  # an empty leftover directory, not keys
                     self._rmtree_at(directory, name, key)
                     return False
-                raise KeyConflictError(f"cannot set {key!r}: keys exist below it in {self.base}") from None
+                raise _keys_below(key, self.base) from None
             if isinstance(exc, OSError):
                 self._fail("write", key, exc)
             raise
+
+    def _link(self, directory: int, temp: _Temp, name: str, key: str) -> bool | None:
+        """Hard-link ``temp`` as ``name`` unless ``name`` exists, then drop the temp name.
+
+        True: linked. False: a key is there. None: retry (the temp file was swept, or what held
+        the name was not a key and is removed now). Keys below ``name``: :class:`KeyConflictError`.
+        """
+        try:
+            os.link(temp.name, name, src_dir_fd=directory, dst_dir_fd=directory, follow_symlinks=False)
+            linked: bool | None = True
+        except FileExistsError:
+            linked = self._not_a_key_removed(directory, name, key)
+        except FileNotFoundError:  # a cascade swept the temp file: the write comes after it
+            linked = None
+        except BaseException as exc:
+            self._discard(directory, temp)
+            if isinstance(exc, OSError):
+                self._fail("write", key, exc)
+            raise
+        self._discard(directory, temp)
+        return linked
+
+    def _not_a_key_removed(self, directory: int, name: str, key: str) -> bool | None:
+        """What holds ``name``, for :meth:`_link`: False for a key (a regular file); None after
+        removing what is not a key (a link, an empty leftover directory), or when it vanished."""
+        try:
+            mode = os.lstat(name, dir_fd=directory).st_mode
+            if S_ISREG(mode):
+                return False
+            if not S_ISDIR(mode):
+                os.unlink(name, dir_fd=directory)
+                return None
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            self._fail("write", key, exc)
+        if self._holds_key(directory, name):
+            raise _keys_below(key, self.base)
+        self._rmtree_at(directory, name, key)
+        return None
+
+    def check_writable(self, key: str) -> None:
+        """The file name rules (``_at_``, the temp prefix, round trip, 255 bytes), and
+        :class:`KeyConflictError` when a file or link is where a directory of ``key`` must be
+        or a directory holding keys is where its file must be."""
+        names = _disk_names(key)
+        fds: list[int] = []
+        try:
+            base = self._open_base(False, key)
+            if base is None:
+                return
+            fds.append(base)
+            for depth, name in enumerate(names):
+                try:
+                    mode = os.lstat(name, dir_fd=fds[-1]).st_mode
+                    if depth == len(names) - 1:
+                        if S_ISDIR(mode) and self._holds_key(fds[-1], name):
+                            raise _keys_below(key, self.base)
+                        return
+                    if not S_ISDIR(mode):
+                        raise _in_the_way(key, names[: depth + 1], self.base)
+                    fds.append(os.open(name, _DIR_FLAGS, dir_fd=fds[-1]))
+                except FileNotFoundError:
+                    return
+                except OSError as exc:
+                    self._fail("check", key, exc)
+        finally:
+            _close_all(fds)
 
     @staticmethod
     def _discard(directory: int, temp: _Temp) -> None:

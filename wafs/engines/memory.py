@@ -35,6 +35,14 @@ class MemoryEngine(Engine):
                 self._data.pop(key, None)
                 self._data[key] = value
 
+    def add(self, key: str, value: str) -> bool:
+        """Atomic: the check and the write happen under the engine's lock."""
+        with self._lock:
+            if key in self._data:
+                return False
+            self._data[key] = value
+            return True
+
     def list(self, prefix: str = "", offset: int = 0, limit: int | None = 50) -> list[str]:
         with self._lock:
             newest_first = [key for key in reversed(self._data) if key.startswith(prefix)]

@@ -85,6 +85,7 @@ class _Queries:
         ]
         self.get = q("SELECT data FROM {t} WHERE key = %s")
         self.set = q("INSERT INTO {t} (key, data) VALUES (%s, %s)") + upsert
+        self.add = q("INSERT INTO {t} (key, data) VALUES (%s, %s) ON CONFLICT (key) DO NOTHING")
         self.cascade = q("DELETE FROM {t} WHERE key = %s OR key LIKE %s {escape}")
         self.list = q(
             "SELECT key FROM {t} WHERE key LIKE %s {escape}"
@@ -242,6 +243,11 @@ class PostgresEngine(Engine):
                 conn.execute(self._q.cascade, [key, _like_escape(key) + "/%"])
             else:
                 conn.execute(self._q.set, [key, value])
+
+    def add(self, key: str, value: str) -> bool:
+        """One ``INSERT … ON CONFLICT DO NOTHING``: atomic, True when the row was inserted."""
+        with self._session(f"add {key!r}") as conn:
+            return conn.execute(self._q.add, [key, value]).rowcount == 1
 
     def list(self, prefix: str = "", offset: int = 0, limit: int | None = 50) -> list[str]:
         with self._session(f"list {prefix!r}") as conn:

@@ -70,7 +70,7 @@ class RedisClient(Protocol):
 
     def get(self, name: bytes) -> bytes | str | None: ...
 
-    def set(self, name: bytes, value: bytes) -> Any: ...
+    def set(self, name: bytes, value: bytes, *, nx: bool = False) -> Any: ...
 
     def mget(self, keys: Sequence[bytes]) -> list[bytes | str | None]: ...
 
@@ -376,6 +376,11 @@ class RedisEngine(Engine):
             return
         with self._translated(f"set {key!r}"):
             self.client.set(self._full(key), value.encode("utf-8"))
+
+    def add(self, key: str, value: str) -> bool:
+        """``SET key value NX``: atomic on the server, True when it stored the value."""
+        with self._translated(f"add {key!r}"):
+            return bool(self.client.set(self._full(key), value.encode("utf-8"), nx=True))
 
     def list(self, prefix: str = "", offset: int = 0, limit: int | None = 50) -> list[str]:
         """Keys under ``prefix`` in code point order; reads the whole match set, then pages it."""
