@@ -108,6 +108,23 @@ def test_bad_key_written_to_redis_by_another_client(redis_server, tmp_path) -> N
         src.close()
 
 
+def test_a_value_that_is_not_utf8_fails_its_key_not_its_batch(redis_server, tmp_path) -> None:
+    """get_many raises for the batch; the copy reads that batch key by key and lists the bad one."""
+    src = redis_server.engine(prefix="wa:badvalue")
+    client = redis_server.client()
+    try:
+        src.set_many({f"chat/{n}/index": str(n) for n in range(5)})
+        client.set("wa:badvalue:chat/2/index", b"\xff\xfe")
+        dst = FileEngine(tmp_path / "backup")
+        report = copy_engine(src, dst)
+        assert [key for key, _ in report.failed] == ["chat/2/index"]
+        assert "not UTF-8" in report.failed[0][1]
+        assert dict(dst.items("")) == {f"chat/{n}/index": str(n) for n in (0, 1, 3, 4)}
+    finally:
+        client.close()
+        src.close()
+
+
 @pytest.mark.parametrize("src_kind", ["redis", "postgres", "memory"])
 def test_keys_the_destination_refuses_are_reported(src_kind: str, request, tmp_path) -> None:
     # A key that is also a prefix (a and a/b) exists in these engines, not in a directory tree.

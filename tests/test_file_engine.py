@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from wafs import FileEngine, Kind
-from wafs.errors import BackendError, InvalidKeyError, KeyConflictError, NoSpaceError
+from wafs.errors import BackendError, InvalidKeyError, InvalidValueError, KeyConflictError, NoSpaceError
 
 from .helpers import Interleavings, absent, walk
 
@@ -154,6 +154,19 @@ def test_keys_that_cannot_round_trip_are_refused_and_nothing_is_written(
         engine.delete(key)
     assert disk(base) == before
     assert everything(engine) == {"session/creds"}
+
+
+def test_a_file_that_is_not_utf8_is_a_permanent_invalid_value_error(engine: FileEngine, base: Path) -> None:
+    engine.set("chat/1/index", "i")
+    (base / "chat/1/raw").write_bytes(b"ok \xc3(")
+    with pytest.raises(InvalidValueError, match="not UTF-8") as raised:
+        engine.get("chat/1/raw")
+    assert not isinstance(raised.value, BackendError)
+    with pytest.raises(InvalidValueError):  # the batch fails as a whole; the caller reads key by key
+        engine.get_many(["chat/1/index", "chat/1/raw"])
+    assert engine.get_many(["chat/1/index"]) == {"chat/1/index": "i"}
+    assert engine.sizes(["chat/1/raw"]) == {"chat/1/raw": 5}
+    assert (base / "chat/1/raw").read_bytes() == b"ok \xc3("
 
 
 def test_at_signs_next_to_underscores_round_trip(engine: FileEngine) -> None:

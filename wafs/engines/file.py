@@ -24,7 +24,7 @@ from stat import S_ISDIR, S_ISREG
 from typing import NoReturn
 
 from ..engine import Engine, Kind
-from ..errors import BackendError, InvalidKeyError, KeyConflictError, NoSpaceError
+from ..errors import BackendError, InvalidKeyError, InvalidValueError, KeyConflictError, NoSpaceError
 from ..keys import SEPARATOR
 
 AT_ON_DISK = "_at_"
@@ -309,11 +309,13 @@ class FileEngine(Engine):
                 os.close(fd)
         finally:
             _close_all(fds)
+        data = b"".join(chunks)
         try:
-            return b"".join(chunks).decode("utf-8")
+            return data.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise BackendError(
-                f"the file of {key!r} in {self.base} holds bytes that are not UTF-8 text"
+            raise InvalidValueError(
+                f"the file of {key!r} in {self.base} holds bytes that are not UTF-8 text "
+                f"(byte 0x{data[exc.start]:02x} at offset {exc.start})"
             ) from exc
 
     def set(self, key: str, value: str | None) -> None:

@@ -20,7 +20,14 @@ import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping
 
 from ..engine import Engine
-from ..errors import BackendError, BackendUnavailableError, MissingDependencyError, NoSpaceError, WafsError
+from ..errors import (
+    BackendError,
+    BackendUnavailableError,
+    InvalidValueError,
+    MissingDependencyError,
+    NoSpaceError,
+    WafsError,
+)
 
 try:
     import psycopg
@@ -196,8 +203,15 @@ class PostgresEngine(Engine):
         return conn
 
     def _prepare(self, conn: psycopg.Connection) -> None:
-        """Set the statement timeout of a new connection; create the table on first use."""
+        """Set the statement timeout and the UTF-8 client encoding of a new connection; create
+        the table on first use.
+
+        The encoding makes the server check every value it sends: in a ``SQL_ASCII`` database,
+        which keeps any bytes, a value that is not UTF-8 fails as :class:`InvalidValueError`
+        instead of reaching Python as ``bytes``.
+        """
         conn.execute("SELECT set_config('statement_timeout', %s, false)", [str(int(self.timeout * 1000))])
+        conn.execute("SELECT set_config('client_encoding', 'UTF8', false)")
         if not self._ready:
             for statement in self._q.create:
                 conn.execute(statement)
@@ -216,6 +230,10 @@ class PostgresEngine(Engine):
             yield
         except WafsError:
             raise
+        except (psycopg.errors.CharacterNotInRepertoire, psycopg.errors.UntranslatableCharacter) as exc:
+            raise InvalidValueError(
+                f"PostgreSQL at {self._where()} holds text that is not UTF-8 ({action}): {exc}"
+            ) from exc
         except psycopg.errors.DiskFull as exc:
             raise NoSpaceError(f"PostgreSQL at {self._where()} is out of space ({action}): {exc}") from exc
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:

@@ -31,7 +31,7 @@ from redis.cluster import RedisCluster
 from redis.retry import Retry
 
 from ..engine import Engine, Watch
-from ..errors import BackendError, BackendUnavailableError, NoSpaceError, WafsError
+from ..errors import BackendError, BackendUnavailableError, InvalidValueError, NoSpaceError, WafsError
 
 if TYPE_CHECKING:
     from .redis_feed import TOPOLOGY_POLL, RedisClusterWatch, RedisWatch, notifications_cover
@@ -186,9 +186,9 @@ def _translated(where: str, action: str) -> Iterator[None]:
         if isinstance(exc, rx.OutOfMemoryError):
             raise NoSpaceError(f"Redis at {where} is out of memory ({action}): {exc}") from exc
         raise BackendError(f"Redis at {where} failed ({action}): {exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise BackendError(
-            f"Redis at {where} returned data that is not UTF-8 ({action}); "
+    except UnicodeDecodeError as exc:  # a decode_responses=True client met bytes another client wrote
+        raise InvalidValueError(
+            f"Redis at {where} returned a key or value that is not UTF-8 text ({action}); "
             "a client created with decode_responses=False can read such keys"
         ) from exc
 
@@ -214,10 +214,12 @@ class RedisEngine(Engine):
     ``client`` is a redis-py ``Redis`` (or ``RedisCluster``, or anything that satisfies
     :class:`RedisClient`), created with ``decode_responses`` either way; a client made with
     ``decode_responses=True`` cannot return keys or values that are not UTF-8 and fails
-    with :class:`~wafs.errors.BackendError` on them. Thread-safe as far as the client is
+    with :class:`~wafs.errors.InvalidValueError` on them. Thread-safe as far as the client is
     (redis-py clients are).
 
-    Every failure surfaces as a :class:`~wafs.errors.BackendError`: an unreachable,
+    A stored value that is not UTF-8 text raises :class:`~wafs.errors.InvalidValueError`
+    (permanent: retrying cannot help). Every failure of the server surfaces as a
+    :class:`~wafs.errors.BackendError`: an unreachable,
     paused, loading or timed-out server as :class:`~wafs.errors.BackendUnavailableError`,
     raised from the redis-py exception. Keys returned by :meth:`list` and
     :meth:`iter_keys` are the stored ones, even when another client wrote keys that break
@@ -296,8 +298,9 @@ class RedisEngine(Engine):
         try:
             return reply.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise BackendError(
-                f"the value of {self.prefix}:{key} in Redis at {_describe(self.client)} is not UTF-8 text"
+            raise InvalidValueError(
+                f"the value of {self.prefix}:{key} in Redis at {_describe(self.client)} is not UTF-8 text "
+                f"(byte 0x{reply[exc.start]:02x} at offset {exc.start}; written by another client)"
             ) from exc
 
     def _scan(self, start: bytes) -> Iterator[bytes]:
@@ -396,6 +399,7 @@ class RedisEngine(Engine):
         return (_text(full[base:]) for full in self._scan(self._full(prefix)))
 
     def get_many(self, keys: Iterable[str]) -> dict[str, str | None]:
+        """MGET per chunk of 1000 keys; one value that is not UTF-8 fails the whole call."""
         keys = list(keys)
         replies: dict[str, bytes | str | None] = {}
         with self._translated(f"read {len(keys)} keys"):
