@@ -54,6 +54,9 @@ CLUSTER_RETRIES = 3
 #: (failover, resharding), and the pause before each repeat (seconds).
 CLUSTER_PASSES = 4
 CLUSTER_PAUSE = 0.25
+#: Times a SCAN pass over one server starts again from cursor 0 when the server restarted
+#: under it (a new ``run_id``), before the scan fails with BackendUnavailableError.
+SCAN_RESTARTS = 3
 
 _GLOB_SPECIAL = frozenset(b"*?[]\\")
 _URL_OPTIONS = ("prefix", "timeout", "notifications")
@@ -66,6 +69,8 @@ class RedisClient(Protocol):
     Keys and values are passed as ``bytes``; replies may be ``bytes`` or ``str`` (a client
     created with ``decode_responses=True``). On a client that has ``mget_nonatomic`` /
     ``mset_nonatomic`` (``RedisCluster``), those are used instead of ``mget`` / ``mset``.
+    Pipelines are used for ``strlen``, ``exists``, and ``info`` with ``scan`` (see
+    :func:`_scan_server`).
     """
 
     def get(self, name: bytes) -> bytes | str | None: ...
@@ -77,8 +82,6 @@ class RedisClient(Protocol):
     def mset(self, mapping: Mapping[bytes, bytes]) -> Any: ...
 
     def delete(self, *names: bytes) -> Any: ...
-
-    def scan_iter(self, match: bytes | None = None, count: int | None = None) -> Iterator[bytes | str]: ...
 
     def pipeline(self, transaction: bool = True) -> Any: ...
 
@@ -156,6 +159,36 @@ def _migrates_out(line: tuple[str, ...]) -> bool:
 
 def _migrates_in(line: tuple[str, ...]) -> bool:
     return any("-<-" in field for field in line[4:])
+
+
+class _Restarted(Exception):
+    """A SCAN was answered by another life of the server than the one its pass began on."""
+
+
+def _scan_server(client: Any, pattern: bytes) -> Iterator[bytes | str]:
+    """One SCAN pass over the server of ``client`` (a ``redis.Redis``), or :class:`_Restarted`.
+
+    A SCAN cursor means something only to the server life that returned it, and redis-py's
+    retry resends a SCAN after a reconnect, to a server that may have restarted meanwhile
+    (from a dump: the same keys, another order) and answers the old cursor with a partial
+    pass. So every SCAN goes in one pipeline with ``INFO server``: both replies come from the
+    same connection, hence the same life, and a ``run_id`` other than the first reply's
+    raises :class:`_Restarted`. Keys yielded before that may repeat in a new pass.
+    """
+    cursor = 0
+    life = None
+    while True:
+        pipe = client.pipeline(transaction=False)
+        pipe.info("server")
+        pipe.scan(cursor, match=pattern, count=CHUNK)
+        info, (cursor, replies) = pipe.execute()
+        if life is None:
+            life = info.get("run_id")
+        elif info.get("run_id") != life:
+            raise _Restarted(f"run_id {life} became {info.get('run_id')}")
+        yield from replies
+        if int(cursor) == 0:
+            return
 
 
 #: redis-py errors of a server that cannot answer now (down, timed out, loading, failing over).
@@ -304,17 +337,31 @@ class RedisEngine(Engine):
             ) from exc
 
     def _scan(self, start: bytes) -> Iterator[bytes]:
-        """Yield each full key starting with ``start`` once, as bytes, streaming one SCAN pass."""
+        """Yield each full key starting with ``start`` once, as bytes, streaming one SCAN pass.
+
+        The pass completes against one server life: when the server restarted under it, the
+        pass starts again from cursor 0 (keys already yielded are not yielded again), at most
+        :data:`SCAN_RESTARTS` times, then :class:`BackendUnavailableError`. Never a partial pass.
+        """
         seen: set[bytes] = set()
         pattern = _glob_escape(start) + b"*"
         with self._translated(f"scan {_text(start)}*"):
-            replies = (self._scan_cluster(pattern) if isinstance(self.client, RedisCluster)
-                       else self.client.scan_iter(match=pattern, count=CHUNK))
-            for reply in replies:
-                full = _as_bytes(reply)
-                if full.startswith(start) and full not in seen:
-                    seen.add(full)
-                    yield full
+            for _ in range(SCAN_RESTARTS + 1):
+                replies = (self._scan_cluster(pattern) if isinstance(self.client, RedisCluster)
+                           else _scan_server(self.client, pattern))
+                try:
+                    for reply in replies:
+                        full = _as_bytes(reply)
+                        if full.startswith(start) and full not in seen:
+                            seen.add(full)
+                            yield full
+                    return
+                except _Restarted as exc:
+                    restarted = exc
+            raise BackendUnavailableError(
+                f"Redis at {_describe(self.client)} restarted during each of {SCAN_RESTARTS + 1} SCAN passes "
+                f"of {_text(start)}* ({restarted})"
+            )
 
     def _scan_cluster(self, pattern: bytes) -> Iterator[bytes | str]:
         """SCAN every primary of the cluster with its own cursor; repeat while the layout moved.
@@ -325,8 +372,9 @@ class RedisEngine(Engine):
         is read before and after the pass: when it changed, the client refreshes its slot map
         and the pass is repeated (the caller drops repeats). While a slot is migrating, the
         node it leaves is scanned before the node it goes to, so a key moving during the pass
-        is met on one of them. A node that cannot be reached ends the pass the same way; after
-        :data:`CLUSTER_PASSES` passes the error (or ``CLUSTERDOWN``) is raised.
+        is met on one of them. A node that cannot be reached, or that restarted during its
+        SCAN (:func:`_scan_server`), ends the pass the same way; after :data:`CLUSTER_PASSES`
+        passes the error (or ``CLUSTERDOWN``) is raised.
         """
         client = self.client
         assert isinstance(client, RedisCluster)
@@ -336,10 +384,10 @@ class RedisEngine(Engine):
                 order = sorted(client.get_primaries(), key=lambda node: (
                     not _migrates_out(before[node.name]), _migrates_in(before[node.name])))
                 for node in order:
-                    yield from client.get_redis_connection(node).scan_iter(match=pattern, count=CHUNK)
+                    yield from _scan_server(client.get_redis_connection(node), pattern)
                 if self._cluster_layout() == before:
                     return
-            except (rx.ConnectionError, rx.TimeoutError):
+            except (rx.ConnectionError, rx.TimeoutError, _Restarted):
                 if attempt == CLUSTER_PASSES:
                     raise
             client.nodes_manager.initialize()
