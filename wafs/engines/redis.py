@@ -263,7 +263,7 @@ class RedisEngine(Engine):
 
     def __init__(self, client: RedisClient, prefix: str = DEFAULT_PREFIX, *,
                  enable_notifications: bool = False) -> None:
-        """``enable_notifications``: let :meth:`watch` turn on keyspace notifications (``Kg$``)."""
+        """``enable_notifications``: let :meth:`watch` turn on keyspace notifications (``Kg$xe``)."""
         if not isinstance(prefix, str):
             raise TypeError(f"prefix must be a str, not {type(prefix).__name__}")
         self.client = client
@@ -505,9 +505,13 @@ class RedisEngine(Engine):
     def watch(self, on_change: Callable[[str | None, bool], None]) -> Watch | None:
         """Follow this prefix through Redis keyspace notifications (``__keyspace@{db}__:{prefix}:*``).
 
-        Needs ``notify-keyspace-events`` with ``K`` and ``g$`` (or ``A``). When the server has
-        them off, returns ``None`` (callers poll) unless the engine was made with
-        ``enable_notifications=True``: then ``CONFIG SET`` adds ``Kg$`` to the server's flags.
+        Needs ``notify-keyspace-events`` with ``K`` and ``g$xe`` (or ``A``): every event by
+        which a key appears or disappears (``set``, ``del``, ``rename_from``/``rename_to``,
+        ``move_from``/``move_to``, ``expired``, ``evicted``…). What no event tells (FLUSHDB,
+        FLUSHALL, SWAPDB, a resync from another primary, a reconnect) is told as
+        ``on_change(None, True)``, a rescan. When the server lacks some of those flags, returns
+        ``None`` (callers poll) unless the engine was made with ``enable_notifications=True``:
+        then ``CONFIG SET`` adds the missing ones to the server's flags.
         On a ``RedisCluster`` client, every primary is subscribed (:class:`RedisClusterWatch`)
         and every primary must have them (enabling sets them on every node, replicas too).
         Also ``None`` for clients that are neither and when ``CONFIG GET`` is refused (managed
