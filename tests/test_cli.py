@@ -11,6 +11,7 @@ from wafs.demo import demo_items
 
 from .helpers import unique
 from .mounting import wafs
+from .servers import running_redis
 
 COMMANDS = ["ls", "get", "set", "rm", "copy", "demo"]
 
@@ -53,6 +54,31 @@ def test_unknown_scheme_lists_the_known_ones() -> None:
 def test_bad_engine_url_parameter_is_a_user_error() -> None:
     result = run("ls", "--engine", "redis://127.0.0.1:1/0?timeout=soon")
     assert result.exit_code == 1 and "timeout" in result.output and "Traceback" not in result.output
+
+
+def test_the_documented_unix_socket_url_works(tmp_path) -> None:
+    """``unix:///path/redis.sock?db=0`` was refused ("must specify one of … unix://")."""
+    socket_path = tmp_path / "redis.sock"
+    with running_redis(arguments=["--unixsocket", str(socket_path)]):
+        for url in (f"unix://{socket_path}?db=0&prefix=wa:sock", f"unix://localhost{socket_path}?db=0&prefix=wa:sock"):
+            assert run("set", "session/creds", "{}", "--engine", url).exit_code == 0, url
+            result = run("ls", "--engine", url)
+            assert result.exit_code == 0 and result.output == "session/creds\n", (url, result.output)
+
+
+@pytest.mark.parametrize(("url", "known"), [
+    ("redis://127.0.0.1:1/0?bogus=1", ["prefix, timeout, notifications (wafs)", "db,", "(redis-py)"]),
+    ("redis+cluster://127.0.0.1:1?bogus=1", ["prefix, timeout, notifications (wafs)", "(redis-py)"]),
+    ("postgresql://wafs@127.0.0.1:1/db?bogus=1", ["table, timeout (wafs)", "sslmode", "(libpq)"]),
+    ("memory://?bogus=1", ["it takes none"]),
+])
+def test_an_unknown_url_parameter_is_one_line_naming_the_known_ones(url: str, known: list[str]) -> None:
+    result = run("ls", "--engine", url)
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output, result.output
+    assert "unknown parameter 'bogus'" in result.output
+    for fragment in known:
+        assert fragment in result.output, (fragment, result.output)
 
 
 def test_unreachable_backend_is_a_one_line_error() -> None:

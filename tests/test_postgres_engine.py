@@ -279,3 +279,15 @@ def test_a_value_that_is_not_utf8_is_a_permanent_invalid_value_error(
     finally:
         raw.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(database)))
 
+
+def test_a_value_with_nul_is_refused_with_a_permanent_error(engine: PostgresEngine) -> None:
+    """NUL is valid UTF-8 (fine in Redis and files), but a text column cannot hold it: refused
+    before the statement, InvalidValueError (EILSEQ at the mount), never a BackendError (EIO)."""
+    engine.set("chat/1/index", "kept")
+    for write in (lambda: engine.set("chat/1/index", "a\0b"), lambda: engine.add("chat/2/index", "\0"),
+                  lambda: engine.set_many({"chat/3/index": "fine", "chat/4/index": "nul\0"})):
+        with pytest.raises(InvalidValueError, match="NUL") as raised:
+            write()
+        assert not isinstance(raised.value, BackendError)
+    assert dict(engine.items("")) == {"chat/1/index": "kept"}
+

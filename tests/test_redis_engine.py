@@ -13,7 +13,7 @@ import redis
 from wafs import open_engine
 from wafs.engine import Kind
 from wafs.engines.redis import RedisEngine
-from wafs.errors import BackendError, BackendUnavailableError, InvalidValueError
+from wafs.errors import BackendError, BackendUnavailableError, InvalidValueError, ValueTooLargeError
 from wafs.keys import is_valid_key
 
 from .helpers import assert_every_call_unavailable, unique
@@ -332,3 +332,22 @@ def test_decode_responses_client_reports_non_utf8_data_as_invalid_values(
     finally:
         client.close()
     assert RedisEngine(raw, prefix).list("k/") == ["k/\udcff"]
+
+
+def test_a_value_over_512_mib_is_refused_at_once_with_a_permanent_error(engine: RedisEngine, raw: redis.Redis,
+                                                                         prefix: str) -> None:
+    """Redis drops the connection after reading such a value, and every retry again (12 s of
+    retries, then 'unavailable'): refused before anything is sent, never EIO."""
+    engine.set("chat/1/content", "kept")
+    ascii_value = "x" * (512 * 1024 * 1024 + 1)
+    multibyte = "ñ" * (256 * 1024 * 1024 + 1)  # fewer characters than the limit, more bytes
+    for big in (ascii_value, multibyte):
+        for write in (engine.set, engine.add, lambda key, value: engine.set_many({"chat/3/content": "small",
+                                                                                    key: value})):
+            started = time.monotonic()
+            with pytest.raises(ValueTooLargeError, match="512 MiB") as raised:
+                write("chat/1/content", big)
+            assert time.monotonic() - started < 3.0
+            assert isinstance(raised.value, InvalidValueError) and not isinstance(raised.value, BackendError)
+    assert engine.get("chat/1/content") == "kept"
+    assert raw.keys(f"{prefix}:*") == [f"{prefix}:chat/1/content".encode()]

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Iterator, Mapping
 
 from ..engine import Engine
 from ..keys import SEPARATOR
+from ..urls import query_parameters
 
 
 class MemoryEngine(Engine):
@@ -21,7 +22,8 @@ class MemoryEngine(Engine):
 
     @classmethod
     def from_url(cls, url: str) -> MemoryEngine:
-        """``memory://``: a new, empty store."""
+        """``memory://``: a new, empty store. It takes no parameters (:class:`ValueError`)."""
+        query_parameters(url, {})
         return cls()
 
     def get(self, key: str) -> str | None:

@@ -31,7 +31,15 @@ from redis.cluster import RedisCluster
 from redis.retry import Retry
 
 from ..engine import Engine, Watch
-from ..errors import BackendError, BackendUnavailableError, InvalidValueError, NoSpaceError, WafsError
+from ..errors import (
+    BackendError,
+    BackendUnavailableError,
+    InvalidValueError,
+    NoSpaceError,
+    ValueTooLargeError,
+    WafsError,
+)
+from ..urls import WAFS, query_parameters, redact, with_query
 
 if TYPE_CHECKING:
     from .redis_feed import TOPOLOGY_POLL, RedisClusterWatch, RedisWatch, notifications_cover
@@ -59,7 +67,15 @@ CLUSTER_PAUSE = 0.25
 SCAN_RESTARTS = 3
 
 _GLOB_SPECIAL = frozenset(b"*?[]\\")
-_URL_OPTIONS = ("prefix", "timeout", "notifications")
+#: The query parameters of a Redis URL and who takes them: wafs, or redis-py (passed on).
+URL_PARAMETERS: dict[str, str] = {
+    **dict.fromkeys(("prefix", "timeout", "notifications"), WAFS),
+    **dict.fromkeys(("db", "username", "password", "client_name", "health_check_interval",
+                     "socket_keepalive", "protocol", "ssl_cert_reqs", "ssl_ca_certs", "ssl_ca_path",
+                     "ssl_certfile", "ssl_keyfile", "ssl_password", "ssl_check_hostname"), "redis-py"),
+}
+#: Redis refuses a bulk string longer than this (``proto-max-bulk-len``, 512 MiB by default).
+MAX_VALUE_BYTES = 512 * 1024 * 1024
 _T = TypeVar("_T")
 
 
@@ -278,8 +294,9 @@ class RedisEngine(Engine):
     def from_url(cls, url: str) -> RedisEngine:
         """Open ``redis://[user:pass@]host:port/db?prefix=wa:default&timeout=5&notifications=enable``.
 
-        ``rediss://`` and ``unix:///path/redis.sock?db=0`` work as redis-py parses them; every
-        other query parameter goes to redis-py. ``redis+cluster://[user:pass@]host:port?prefix=…``
+        ``rediss://`` and ``unix:///path/redis.sock?db=0`` work as redis-py parses them. Query
+        parameters are those of :data:`URL_PARAMETERS`: wafs' own, and redis-py's (``db``,
+        ``client_name``, ``ssl_*``…) passed on; any other is a :class:`ValueError` listing them. ``redis+cluster://[user:pass@]host:port?prefix=…``
         opens a ``RedisCluster`` from that startup node (it discovers the others; same
         ``prefix`` and ``timeout``; no database number; see docs/cluster.md). ``prefix``
         defaults to ``wa:default``, ``timeout`` (seconds per command) to 5.
@@ -287,32 +304,33 @@ class RedisEngine(Engine):
         (``enable_notifications=True``). The client is created here, with
         ``decode_responses=False``, and closed by :meth:`close`.
         """
-        parts = urllib.parse.urlsplit(url)
-        query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-        options = dict(query)
+        options, passed_on = query_parameters(url, URL_PARAMETERS)
         prefix = options.get("prefix", DEFAULT_PREFIX)
         try:
             timeout = float(options.get("timeout", DEFAULT_TIMEOUT))
         except ValueError:
-            raise ValueError(f"timeout in {url!r} must be a number of seconds") from None
+            raise ValueError(f"timeout in {redact(url)!r} must be a number of seconds") from None
         if not timeout > 0:
-            raise ValueError(f"timeout in {url!r} must be > 0")
+            raise ValueError(f"timeout in {redact(url)!r} must be > 0")
         notifications = options.get("notifications", "")
         if notifications not in ("", "enable"):
-            raise ValueError(f"notifications in {url!r} must be 'enable' (or left out)")
-        rest = urllib.parse.urlencode([(name, value) for name, value in query if name not in _URL_OPTIONS])
+            raise ValueError(f"notifications in {redact(url)!r} must be 'enable' (or left out)")
         client: redis.Redis | RedisCluster
-        if parts.scheme.lower() == "redis+cluster":
-            client = _cluster_client(parts._replace(scheme="redis", query=rest), timeout)
+        if url.partition("://")[0].lower() == "redis+cluster":
+            parts = urllib.parse.urlsplit(url)._replace(scheme="redis")
+            client = _cluster_client(parts._replace(query=urllib.parse.urlencode(passed_on)), timeout)
         else:
-            client = redis.Redis.from_url(
-                urllib.parse.urlunsplit(parts._replace(query=rest)),
-                socket_timeout=timeout,
-                socket_connect_timeout=min(CONNECT_TIMEOUT, timeout),
-                retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), RETRIES,
-                            supported_errors=(rx.ConnectionError,)),
-                decode_responses=False,
-            )
+            try:
+                client = redis.Redis.from_url(
+                    with_query(url, passed_on),
+                    socket_timeout=timeout,
+                    socket_connect_timeout=min(CONNECT_TIMEOUT, timeout),
+                    retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), RETRIES,
+                                supported_errors=(rx.ConnectionError,)),
+                    decode_responses=False,
+                )
+            except TypeError as exc:  # a redis-py parameter this kind of connection does not take
+                raise ValueError(f"redis-py refused a parameter of {redact(url)!r}: {exc}") from None
         engine = cls(client, prefix, enable_notifications=notifications == "enable")
         engine._owned = client
         return engine
@@ -324,6 +342,22 @@ class RedisEngine(Engine):
 
     def _translated(self, action: str) -> contextlib.AbstractContextManager[None]:
         return _translated(_describe(self.client), action)
+
+    @staticmethod
+    def _encoded(key: str, value: str) -> bytes:
+        """``value`` as UTF-8, or :class:`ValueTooLargeError` at once past Redis' 512 MiB limit
+        (the server would drop the connection after reading it all, and every retry too)."""
+        if len(value) > MAX_VALUE_BYTES:  # at least one byte per character: too large, not encoded
+            size = len(value)
+        else:
+            data = value.encode("utf-8")
+            if len(data) <= MAX_VALUE_BYTES:
+                return data
+            size = len(data)
+        raise ValueTooLargeError(
+            f"the value of {key!r} is {size / 2**20:.0f} MiB or more; Redis holds at most "
+            f"{MAX_VALUE_BYTES // 2**20} MiB per value"
+        )
 
     def _value(self, reply: bytes | str | None, key: str) -> str | None:
         if reply is None or isinstance(reply, str):
@@ -426,12 +460,12 @@ class RedisEngine(Engine):
             self._cascade([key])
             return
         with self._translated(f"set {key!r}"):
-            self.client.set(self._full(key), value.encode("utf-8"))
+            self.client.set(self._full(key), self._encoded(key, value))
 
     def add(self, key: str, value: str) -> bool:
         """``SET key value NX``: atomic on the server, True when it stored the value."""
         with self._translated(f"add {key!r}"):
-            return bool(self.client.set(self._full(key), value.encode("utf-8"), nx=True))
+            return bool(self.client.set(self._full(key), self._encoded(key, value), nx=True))
 
     def list(self, prefix: str = "", offset: int = 0, limit: int | None = 50) -> list[str]:
         """Keys under ``prefix`` in code point order; reads the whole match set, then pages it."""
@@ -457,7 +491,7 @@ class RedisEngine(Engine):
 
     def set_many(self, items: Mapping[str, str]) -> None:
         """MSET per chunk of 1000 keys: each chunk is atomic, the whole call is not."""
-        pairs = [(self._full(key), value.encode("utf-8")) for key, value in items.items()]
+        pairs = [(self._full(key), self._encoded(key, value)) for key, value in items.items()]
         with self._translated(f"write {len(pairs)} keys"):
             for chunk in _chunks(pairs):
                 self._mset(dict(chunk))
