@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import itertools
+import re
 import time
 import urllib.parse
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -211,6 +212,9 @@ def _scan_server(client: Any, pattern: bytes) -> Iterator[bytes | str]:
 _UNAVAILABLE = (rx.ConnectionError, rx.TimeoutError, rx.TryAgainError, rx.ClusterDownError, rx.ReadOnlyError,
                 rx.SlotNotCoveredError)
 _REFUSED = (rx.AuthenticationError, rx.AuthorizationError)
+#: How Redis says a client gave no credentials at all (RESP2 ``NOAUTH``, RESP3 ``HELLO``).
+_NO_CREDENTIALS = re.compile(r"NOAUTH|authentication required|HELLO must be called with the client already "
+                             r"authenticated", re.IGNORECASE)
 
 
 @contextlib.contextmanager
@@ -228,6 +232,11 @@ def _translated(where: str, action: str) -> Iterator[None]:
         raise
     except (rx.RedisError, rx.RedisClusterException) as exc:
         cause = exc.__cause__ if isinstance(exc, rx.RedisClusterException) else exc
+        if isinstance(cause, _REFUSED) and _NO_CREDENTIALS.search(str(cause)):
+            raise BackendError(
+                f"Redis at {where} requires a password: authentication required ({action}); give it in the "
+                "URL (redis://:PASSWORD@host…), best kept off the command line (--engine-file or WAFS_ENGINE)"
+            ) from exc
         if isinstance(cause, _REFUSED):
             raise BackendError(f"Redis at {where} refused the credentials ({action}): {exc}") from exc
         if isinstance(cause, _UNAVAILABLE) or isinstance(exc, _UNAVAILABLE):

@@ -19,6 +19,7 @@ from pathlib import Path
 from ..engine import Engine
 from ..errors import WafsError
 from ..registry import open_engine
+from ..urls import redact
 from .fuse import Session
 from .operations import Operations
 from .options import MountOptions
@@ -186,7 +187,7 @@ def mount(engine_url: str, mountpoint: str, options: MountOptions, *, foreground
                 serve(engine, mountpoint, options, on_ready=lambda: _say(write_end, READY),
                       refresh_on_sighup=True)
         except BaseException as exc:  # tell the parent why, whatever it was
-            log.exception("mount of %s failed", engine_url)
+            log.exception("mount of %s failed", redact(engine_url))
             _say(write_end, f"{exc}\n".encode())
             os._exit(1)
         os._exit(0)

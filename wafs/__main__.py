@@ -1,0 +1,5 @@
+"""``python -m wafs``: the ``wafs`` command line."""
+
+from .cli import main
+
+main()
