@@ -6,6 +6,7 @@ import functools
 import os
 import sys
 import time
+import unicodedata
 from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any, TypeVar, cast
@@ -20,7 +21,7 @@ from .demo import write_demo
 from .engine import Engine
 from .engines.file import DEFAULT_BASE
 from .errors import WafsError
-from .keys import check_key, is_under
+from .keys import SEPARATOR, check_key, is_under
 from .registry import open_engine
 from .urls import redact
 
@@ -154,6 +155,33 @@ def _decode(data: bytes, source: str) -> str:
         ) from exc
 
 
+def _raw(key: str) -> bytes:
+    """The stored bytes of ``key`` (one that is not UTF-8 comes surrogate-escaped)."""
+    return key.encode("utf-8", "surrogateescape")
+
+
+#: Characters ``$'…'`` spells by name.
+_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\x1b": "\\E", "\\": "\\\\", "'": "\\'"}
+
+
+def _quoted(key: str) -> str:
+    """``key`` for a terminal: as is, or, when it holds a control character or bytes that are
+    not UTF-8, quoted as the shell reads it back, ``$'chat/a\\nb'`` (as ls does)."""
+    if not any(unicodedata.category(char) in ("Cc", "Cs") for char in key):
+        return key
+    spelled = []
+    for char in key:
+        if char in _ESCAPES:
+            spelled.append(_ESCAPES[char])
+        elif unicodedata.category(char) == "Cs":  # a byte that is not UTF-8 (surrogate-escaped)
+            spelled.append(f"\\x{ord(char) - 0xDC00:02x}")
+        elif unicodedata.category(char) == "Cc":
+            spelled.append(f"\\x{ord(char):02x}" if ord(char) < 0x80 else f"\\u{ord(char):04x}")
+        else:
+            spelled.append(char)
+    return "$'" + "".join(spelled) + "'"
+
+
 def _megabytes(size: int) -> str:
     return f"{size / 1e6:.1f} MB"
 
@@ -181,13 +209,18 @@ def main() -> None:
 @click.option("--limit", type=click.IntRange(min=0), default=None,
               help="Show at most this many keys  [default: 50]")
 @click.option("--all", "show_all", is_flag=True, help="Show every key (no limit).")
+@click.option("-0", "--null", "null", is_flag=True,
+              help="End each key with NUL instead of a newline, raw (for xargs -0).")
 @engine_option
-def ls_command(prefix: str, offset: int, limit: int | None, show_all: bool, engine_url: str) -> None:
+def ls_command(prefix: str, offset: int, limit: int | None, show_all: bool, null: bool,
+               engine_url: str) -> None:
     """List keys that start with PREFIX, one per line.
 
     Keys come in the engine's order (newest first for files, memory and PostgreSQL).
     PREFIX is a plain string prefix: chat/1 matches chat/1/index and chat/10/index,
     chat/1/ only the first. A note on stderr says when more keys follow the page.
+    On a terminal, a key with control characters (a newline, an escape) is shown
+    quoted as $'chat/a\\nb', as ls does; piped, keys are written as stored.
 
     \b
         wafs ls
@@ -206,8 +239,11 @@ def ls_command(prefix: str, offset: int, limit: int | None, show_all: bool, engi
         keys = engine.list(prefix, offset, page + 1)
         more = len(keys) > page
         keys = keys[:page]
+    out = sys.stdout.buffer
+    quote = not null and out.isatty()
     for key in keys:
-        click.echo(key)
+        out.write((_quoted(key).encode() if quote else _raw(key)) + (b"\0" if null else b"\n"))
+    out.flush()
     if more:
         click.echo(f"(more keys follow: --offset {offset + len(keys)} for the next page, "
                    "--all for every key)", err=True)
@@ -268,13 +304,16 @@ def rm_command(key: str, dry_run: bool, engine_url: str) -> None:
     """Delete KEY and every key below it.
 
     This is the engine's cascade, set(KEY, None): KEY and every key below KEY/ go,
-    and the command says how many. Exits 1 when there is nothing to delete.
+    and the command says how many. KEY/ (a directory, as a shell completes it) means
+    KEY. Exits 1 when there is nothing to delete.
 
     \b
         wafs rm 'chat/5491112345678@s.whatsapp.net' --dry-run
         wafs rm 'chat/5491112345678@s.whatsapp.net'
         wafs rm session/pre-key/7
     """
+    if key.endswith(SEPARATOR) and key != SEPARATOR:
+        key = key[:-1]
     check_key(key)
     engine = open_url(engine_url)
     doomed = sorted(found for found in engine.iter_keys(key) if is_under(found, key))
