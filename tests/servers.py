@@ -8,7 +8,8 @@ the same context managers, :func:`running_redis` and :func:`running_postgres`.
 
 ``redis_server``: ``.host``, ``.port``, ``.url`` (``redis://127.0.0.1:N/0``), ``.pid``,
 ``.client(decode_responses=False)`` (a raw redis-py client), ``.engine(prefix=..., timeout=...)``
-(a RedisEngine on its own client, from ``from_url``), ``.stop()``, ``.start()`` (same port, empty).
+(a RedisEngine on its own client, from ``from_url``), ``.stop()``, ``.start()`` (same port, empty),
+``.restart_from_dump()`` (``SAVE``, ``kill -9``, start again with the saved data).
 
 ``postgres_server``: ``.host``, ``.port``, ``.dsn``, ``.url``, ``.pid``, ``.connect()`` (a raw
 autocommit psycopg connection), ``.engine(table=..., timeout=...)``, ``.stop()``,
@@ -25,7 +26,7 @@ import subprocess
 import tempfile
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -85,15 +86,19 @@ def _wait_until(ready: Any, what: str, process: subprocess.Popen | None = None) 
 
 
 class RedisServer:
-    """A redis-server without persistence on ``127.0.0.1:port``, data in ``directory``.
+    """A redis-server without automatic persistence on ``127.0.0.1:port``, data in ``directory``.
 
-    ``debug_command`` enables ``DEBUG`` (the benchmark fills the store with ``DEBUG POPULATE``).
+    ``debug_command`` enables ``DEBUG`` (the benchmark fills the store with ``DEBUG POPULATE``);
+    ``arguments`` are more ``redis-server`` options (``["--requirepass", "secret"]``).
+    Nothing is saved unless a test asks (:meth:`restart_from_dump`).
     """
 
-    def __init__(self, binary: str, directory: str, debug_command: bool = False) -> None:
+    def __init__(self, binary: str, directory: str, debug_command: bool = False,
+                 arguments: Sequence[str] = ()) -> None:
         self.binary = binary
         self.directory = directory
         self.debug_command = debug_command
+        self.arguments = list(arguments)
         self.host = HOST
         self.port = _free_port()
         self.url = f"redis://{HOST}:{self.port}/0"
@@ -104,12 +109,13 @@ class RedisServer:
         return None if self._process is None else self._process.pid
 
     def start(self) -> None:
-        """Start (or restart) the server on the same port, with an empty dataset."""
+        """Start (or restart) the server on the same port: empty, or with the data of the last
+        :meth:`restart_from_dump`."""
         if self._process is not None:
             return
         command = [
             self.binary, "--port", str(self.port), "--bind", HOST, "--save", "", "--appendonly", "no",
-            "--dir", self.directory, "--daemonize", "no",
+            "--dir", self.directory, "--daemonize", "no", *self.arguments,
         ]
         if self.debug_command:
             command += ["--enable-debug-command", "yes"]
@@ -132,12 +138,26 @@ class RedisServer:
         self._process.wait(timeout=10)
         self._process = None
 
+    def restart_from_dump(self) -> None:
+        """``SAVE`` the data to ``dump.rdb``, ``kill -9`` the server, and start it again, which
+        loads the dump: the same keys on a new server life (a new ``run_id``, new connections)."""
+        client = self.client()
+        try:
+            client.save()
+        finally:
+            client.close()
+        self.stop()
+        self.start()
+
     def client(self, decode_responses: bool = False, timeout: float = 5.0) -> Any:
         """A raw redis-py client of this server (the caller closes it)."""
         import redis
 
+        password = self.arguments[self.arguments.index("--requirepass") + 1] \
+            if "--requirepass" in self.arguments else None
         return redis.Redis(
-            host=HOST, port=self.port, decode_responses=decode_responses, socket_timeout=timeout
+            host=HOST, port=self.port, decode_responses=decode_responses, socket_timeout=timeout,
+            password=password,
         )
 
     def engine(self, prefix: str = "wa:default", timeout: float = 5.0, db: int = 0) -> Any:
@@ -263,11 +283,11 @@ def _postgres_bindir() -> str:
 
 
 @contextmanager
-def running_redis(debug_command: bool = False) -> Iterator[RedisServer]:
+def running_redis(debug_command: bool = False, arguments: Sequence[str] = ()) -> Iterator[RedisServer]:
     """A private redis-server in a temporary directory, stopped and removed on exit."""
     binary = require("redis-server", "redis-server")
     with tempfile.TemporaryDirectory(prefix="wafs-redis-", ignore_cleanup_errors=True) as directory:
-        server = RedisServer(binary, directory, debug_command)
+        server = RedisServer(binary, directory, debug_command, arguments)
         try:
             server.start()
             yield server

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import pty
+import subprocess
+
 import pytest
 from click.testing import CliRunner, Result
 
@@ -10,7 +14,8 @@ from wafs.cli import DEFAULT_ENGINE_URL, main
 from wafs.demo import demo_items
 
 from .helpers import unique
-from .mounting import wafs
+from .mounting import WAFS, environment, wafs
+from .servers import running_redis
 
 COMMANDS = ["ls", "get", "set", "rm", "copy", "demo"]
 
@@ -53,6 +58,31 @@ def test_unknown_scheme_lists_the_known_ones() -> None:
 def test_bad_engine_url_parameter_is_a_user_error() -> None:
     result = run("ls", "--engine", "redis://127.0.0.1:1/0?timeout=soon")
     assert result.exit_code == 1 and "timeout" in result.output and "Traceback" not in result.output
+
+
+def test_the_documented_unix_socket_url_works(tmp_path) -> None:
+    """``unix:///path/redis.sock?db=0`` was refused ("must specify one of … unix://")."""
+    socket_path = tmp_path / "redis.sock"
+    with running_redis(arguments=["--unixsocket", str(socket_path)]):
+        for url in (f"unix://{socket_path}?db=0&prefix=wa:sock", f"unix://localhost{socket_path}?db=0&prefix=wa:sock"):
+            assert run("set", "session/creds", "{}", "--engine", url).exit_code == 0, url
+            result = run("ls", "--engine", url)
+            assert result.exit_code == 0 and result.output == "session/creds\n", (url, result.output)
+
+
+@pytest.mark.parametrize(("url", "known"), [
+    ("redis://127.0.0.1:1/0?bogus=1", ["prefix, timeout, notifications (wafs)", "db,", "(redis-py)"]),
+    ("redis+cluster://127.0.0.1:1?bogus=1", ["prefix, timeout, notifications (wafs)", "(redis-py)"]),
+    ("postgresql://wafs@127.0.0.1:1/db?bogus=1", ["table, timeout (wafs)", "sslmode", "(libpq)"]),
+    ("memory://?bogus=1", ["it takes none"]),
+])
+def test_an_unknown_url_parameter_is_one_line_naming_the_known_ones(url: str, known: list[str]) -> None:
+    result = run("ls", "--engine", url)
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output, result.output
+    assert "unknown parameter 'bogus'" in result.output
+    for fragment in known:
+        assert fragment in result.output, (fragment, result.output)
 
 
 def test_unreachable_backend_is_a_one_line_error() -> None:
@@ -189,6 +219,61 @@ def test_rm_dry_run_lists_and_deletes_nothing(store: FileEngine) -> None:
     assert result.stdout.splitlines() == ["chat/1/index", "chat/1/message/A/raw"]
     assert "would remove 2 keys" in result.stderr
     assert dict(store.items("")) == keys
+
+
+STRANGE = {"chat/a\nb/index": "split", "chat/\x1b[31mred/index": "escape", "chat/plain/index": "ok"}
+
+
+def _on_a_terminal(*args: str) -> str:
+    """What the installed ``wafs`` writes to stdout when stdout is a terminal (a pty)."""
+    controller, terminal = pty.openpty()
+    try:
+        done = subprocess.run([str(WAFS), *args], stdout=terminal, stderr=subprocess.PIPE, timeout=60,
+                              env=environment(), check=False)
+    finally:
+        os.close(terminal)
+    assert done.returncode == 0, done.stderr
+    output = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # EIO: the terminal side is closed and everything was read
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(controller)
+    return output.decode().replace("\r\n", "\n")
+
+
+def test_ls_quotes_control_characters_on_a_terminal_and_keeps_them_raw_when_piped(tmp_path) -> None:
+    url = f"file://{tmp_path}/store"
+    FileEngine(tmp_path / "store").set_many(STRANGE)
+    shown = _on_a_terminal("ls", "chat/", "--engine", url).splitlines()
+    assert sorted(shown) == sorted(["$'chat/a\\nb/index'", "$'chat/\\E[31mred/index'", "chat/plain/index"])
+    assert "\x1b" not in "".join(shown)
+    piped = wafs("ls", "chat/", "--engine", url).stdout
+    expected = ["", "chat/a", "b/index", "chat/\x1b[31mred/index", "chat/plain/index"]  # a newline splits one
+    assert sorted(piped.split("\n")) == sorted(expected)
+    nul = wafs("ls", "-0", "chat/", "--engine", url).stdout
+    assert nul.endswith("\0") and sorted(nul.split("\0")[:-1]) == sorted(STRANGE)
+    assert _on_a_terminal("ls", "--null", "chat/", "--engine", url).count("\0") == 3  # raw even there
+    for key in nul.split("\0")[:-1]:  # what $'…' spells is the key: bash reads it back
+        spelled = subprocess.run(["bash", "-c", f"printf %s {_quoted_by_ls(url, key)}"], capture_output=True,
+                                 text=True, check=True).stdout
+        assert spelled == key
+
+
+def _quoted_by_ls(url: str, key: str) -> str:
+    return next(line for line in _on_a_terminal("ls", key, "--engine", url).splitlines())
+
+
+def test_rm_accepts_the_trailing_slash_a_shell_completes(store: FileEngine) -> None:
+    store.set_many({"h/lead": "1", "h/x/y": "2", "hh/z": "3"})
+    result = run("rm", "h/")
+    assert result.exit_code == 0 and result.output == "removed 2 keys\n"
+    assert store.list("", 0, None) == ["hh/z"]
+    assert run("rm", "/").exit_code == 1
 
 
 def test_rm_missing_key_exits_1(store: FileEngine) -> None:

@@ -72,8 +72,8 @@ def feed_threads() -> list[threading.Thread]:
 
 @pytest.fixture
 def notifications(redis_cluster: RedisClusterHarness) -> Iterator[None]:
-    """``Kg$`` on every node for the test; off again afterwards (the other cluster tests poll)."""
-    set_flags(redis_cluster, "Kg$")
+    """``Kg$xe`` on every node for the test; off again afterwards (the other cluster tests poll)."""
+    set_flags(redis_cluster, "Kg$xe")
     try:
         yield
     finally:
@@ -214,7 +214,7 @@ def test_the_watch_reports_every_primary_and_close_stops_every_thread(
 def test_a_primary_without_notifications_means_polling_unless_enabling_is_asked(
     redis_cluster: RedisClusterHarness, prefix: str,
 ) -> None:
-    set_flags(redis_cluster, "Kg$")
+    set_flags(redis_cluster, "Kg$xe")
     primaries(redis_cluster)[1].call("CONFIG", "SET", "notify-keyspace-events", "")
     plain = redis_cluster.engine(prefix=prefix)
     query = urllib.parse.urlencode({"prefix": prefix, "notifications": "enable"})
@@ -228,7 +228,7 @@ def test_a_primary_without_notifications_means_polling_unless_enabling_is_asked(
         watch.close()
         # Every node, replicas too: a replica promoted later already publishes events.
         for node in redis_cluster.live_nodes():
-            assert set(flags_of(node)) >= set("Kg$")
+            assert set(flags_of(node)) >= set("Kg$xe")
     finally:
         set_flags(redis_cluster, "")
         plain.close()

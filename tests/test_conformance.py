@@ -10,11 +10,21 @@ from .conftest import ENGINE_KINDS
 
 
 class TestEveryEngine(EngineContract):
-    """The engines that hold a key and keys below it at once."""
+    """The engines that hold a key and keys below it at once, with an atomic ``add``."""
 
-    @pytest.fixture(params=[kind for kind in ENGINE_KINDS if kind != "file"])
+    @pytest.fixture(params=[kind for kind in ENGINE_KINDS if kind not in ("file", "minimal")])
     def engine_kind(self, request: pytest.FixtureRequest) -> str:
         return request.param
+
+
+class TestMinimalEngine(EngineContract):
+    """A user's engine with only get, set and list: every mixin is the default (``add`` racy)."""
+
+    atomic_add = False
+
+    @pytest.fixture
+    def engine_kind(self) -> str:
+        return "minimal"
 
 
 class TestFileEngine(EngineContract):

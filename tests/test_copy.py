@@ -93,6 +93,61 @@ def test_keys_breaking_the_rules_are_reported_not_dropped(engine: Engine) -> Non
     assert dict(engine.items("")) == {"chat/1/index": "i", "chat/1/messages": "m"}
 
 
+class _ListsWhatItCannotRead(DictEngine):
+    """A store whose listing names a key its reads cannot find (as FileEngine did with '@' names)."""
+
+    def get(self, key: str) -> str | None:
+        return None if key == "chat/2/index" else super().get(key)
+
+
+def test_a_listed_key_that_cannot_be_read_is_a_failure_not_a_silent_skip() -> None:
+    src = _ListsWhatItCannotRead()
+    src.set_many({f"chat/{n}/index": str(n) for n in range(4)})
+    dst = MemoryEngine()
+    report = copy_engine(src, dst)
+    assert not report.ok
+    assert report.failed == [("chat/2/index", "listed, but not found when read (deleted meanwhile?)")]
+    assert set(dst.iter_keys("")) == {"chat/0/index", "chat/1/index", "chat/3/index"}
+
+
+def test_a_cp_a_backup_of_a_mount_restores_every_key(redis_server, tmp_path) -> None:
+    """The issue's restore: cp -a MOUNT backup, then wafs copy file://backup redis://. Every name
+    holds '@' in a real session; 49 of 1,001 keys were copied and the copy said it succeeded."""
+    session = MemoryEngine()
+    write_demo(session, chats=20, messages=10, seed=5)
+    expected = dict(session.items(""))
+    for key, value in expected.items():  # what cp -a of a mount writes: the keys as paths
+        path = tmp_path / "backup" / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(value, encoding="utf-8")
+    assert sum("@" in key for key in expected) > len(expected) / 2
+    url = f"{redis_server.url}?prefix=wa:restore"
+    result = CliRunner().invoke(main, ["copy", f"file://{tmp_path}/backup", url])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"copied {len(expected)} keys")
+    with redis_server.engine(prefix="wa:restore") as restored:
+        assert dict(restored.items("")) == expected
+
+
+def test_copy_from_a_name_that_cannot_be_read_exits_1_naming_it(tmp_path) -> None:
+    FileEngine(tmp_path / "src").set_many({"chat/1/index": "i", "chat/2/index": "j"})
+    with open(os.path.join(os.fsencode(tmp_path), b"src/chat/1/bad\xff"), "wb") as file:
+        file.write(b"not a name any key has")
+    result = CliRunner().invoke(main, ["copy", f"file://{tmp_path}/src", f"file://{tmp_path}/dst"])
+    assert result.exit_code == 1
+    assert "'chat/1/bad\\udcff': breaks the key rules" in result.stderr
+    assert "Error: 1 keys could not be copied" in result.stderr
+    assert set(FileEngine(tmp_path / "dst").iter_keys("")) == {"chat/1/index", "chat/2/index"}
+
+
+def test_copy_from_a_file_url_that_is_a_file_exits_1(tmp_path) -> None:
+    (tmp_path / "passwd").write_text("root:x:0:0::/root:/bin/sh\n")
+    result = CliRunner().invoke(main, ["copy", f"file://{tmp_path}/passwd", f"file://{tmp_path}/dst"])
+    assert result.exit_code == 1
+    assert "is a file, not a directory" in result.stderr
+    assert not (tmp_path / "dst").exists()
+
+
 def test_bad_key_written_to_redis_by_another_client(redis_server, tmp_path) -> None:
     src = redis_server.engine(prefix="wa:badkeys")
     client = redis_server.client()
@@ -103,6 +158,23 @@ def test_bad_key_written_to_redis_by_another_client(redis_server, tmp_path) -> N
         report = copy_engine(src, dst)
         assert report.failed and report.failed[0][0] == "chat//1/index"
         assert dict(dst.items("")) == {"chat/1/index": "ok"}
+    finally:
+        client.close()
+        src.close()
+
+
+def test_a_value_that_is_not_utf8_fails_its_key_not_its_batch(redis_server, tmp_path) -> None:
+    """get_many raises for the batch; the copy reads that batch key by key and lists the bad one."""
+    src = redis_server.engine(prefix="wa:badvalue")
+    client = redis_server.client()
+    try:
+        src.set_many({f"chat/{n}/index": str(n) for n in range(5)})
+        client.set("wa:badvalue:chat/2/index", b"\xff\xfe")
+        dst = FileEngine(tmp_path / "backup")
+        report = copy_engine(src, dst)
+        assert [key for key, _ in report.failed] == ["chat/2/index"]
+        assert "not UTF-8" in report.failed[0][1]
+        assert dict(dst.items("")) == {f"chat/{n}/index": str(n) for n in (0, 1, 3, 4)}
     finally:
         client.close()
         src.close()
@@ -248,3 +320,5 @@ def test_cli_copy_killed_then_run_again(tmp_path) -> None:
 
     wafs(*arguments)
     assert dict(dst.items("")) == expected
+    leftovers = [path for path in (tmp_path / "dst").rglob(".wafs-tmp-*")]
+    assert leftovers == [], "the second copy left the temp files of the killed one"

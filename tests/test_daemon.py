@@ -101,6 +101,44 @@ def test_mount_errors_are_one_line(place: Path) -> None:
     one_line_error(not_mounted, "is not mounted")
 
 
+def test_a_mountpoint_that_is_not_empty_or_inside_a_wafs_mount_is_refused_saying_why(place: Path) -> None:
+    store = f"file://{place / 'store'}"
+    busy = place / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("would be hidden")
+    try:
+        not_empty = wafs("mount", str(busy), "--engine", store, check=False)
+        one_line_error(not_empty, f"cannot mount on {busy}", "not empty", "'notes.txt'", "would hide them")
+        mount(place)
+        os.mkdir(place / "mnt/inner")
+        nested = wafs("mount", str(place / "mnt/inner"), "--engine", "memory://", check=False)
+        one_line_error(nested, "cannot mount on", f"inside the wafs mount at {place / 'mnt'}")
+    finally:
+        release(place / "mnt/inner")
+        release(busy)
+    assert (busy / "notes.txt").read_text() == "would be hidden"
+
+
+def test_a_mount_libfuse_refuses_says_what_libfuse_said(place: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon's error used to be '[Errno 5] could not mount … (see the messages above)', the
+    messages being in its log: fusermount3's reason now ends the error itself."""
+    from wafs.mount import MountError, MountOptions, daemon
+
+    class Refused:
+        def __init__(self, operations: object, mountpoint: str, options: list[str]) -> None:
+            said = f"fusermount3: failed to access mountpoint {mountpoint}: Permission denied\n"
+            os.write(2, said.encode())
+            raise OSError(errno.EIO, f"could not mount at {mountpoint} (see the messages above)")
+
+    monkeypatch.setattr(daemon, "Session", Refused)  # inherited by the forked daemon
+    with pytest.raises(MountError) as raised:
+        daemon.mount("memory://", str(place / "mnt"), MountOptions(), log_file=str(place / "daemon.log"))
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.endswith(f"fusermount3: failed to access mountpoint {place / 'mnt'}: Permission denied")
+    assert not mounted_at(place / "mnt")
+
+
 def test_refresh_shows_an_outside_write_at_once(place: Path) -> None:
     mnt = place / "mnt"
     mount(place, "--ttl", "3600")

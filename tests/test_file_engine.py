@@ -7,6 +7,7 @@ cover what only an engine made of files and directories can get wrong.
 from __future__ import annotations
 
 import codecs
+import fcntl
 import hashlib
 import os
 import random
@@ -21,7 +22,8 @@ from pathlib import Path
 import pytest
 
 from wafs import FileEngine, Kind
-from wafs.errors import BackendError, InvalidKeyError, KeyConflictError, NoSpaceError
+from wafs.errors import BackendError, InvalidKeyError, InvalidValueError, KeyConflictError, NoSpaceError
+from wafs.keys import is_valid_key
 
 from .helpers import Interleavings, absent, walk
 
@@ -126,8 +128,6 @@ def test_a_tree_written_by_the_node_library_is_read_as_keys_with_at(engine: File
     [
         "chat/549_at_s.whatsapp.net/index",  # the disk spelling of '@'
         "a_at_",
-        "x_at@",  # written as x_at_at_, which reads back as x@at_
-        "chat/_at@/index",
         ".wafs-tmp-0123abcd",  # the temp-file namespace
         "chat/.wafs-tmp-x/index",
         "chat/" + "n" * 256,  # longer than a file name can be
@@ -143,6 +143,10 @@ def test_keys_that_cannot_round_trip_are_refused_and_nothing_is_written(
     with pytest.raises(InvalidKeyError):
         engine.set_many({key: "v"})
     with pytest.raises(InvalidKeyError):
+        engine.add(key, "v")
+    with pytest.raises(InvalidKeyError):
+        engine.check_writable(key)
+    with pytest.raises(InvalidKeyError):
         engine.set(key, None)
     with pytest.raises(InvalidKeyError):
         engine.get(key)
@@ -150,6 +154,41 @@ def test_keys_that_cannot_round_trip_are_refused_and_nothing_is_written(
         engine.delete(key)
     assert disk(base) == before
     assert everything(engine) == {"session/creds"}
+
+
+def test_a_file_that_is_not_utf8_is_a_permanent_invalid_value_error(engine: FileEngine, base: Path) -> None:
+    engine.set("chat/1/index", "i")
+    (base / "chat/1/raw").write_bytes(b"ok \xc3(")
+    with pytest.raises(InvalidValueError, match="not UTF-8") as raised:
+        engine.get("chat/1/raw")
+    assert not isinstance(raised.value, BackendError)
+    with pytest.raises(InvalidValueError):  # the batch fails as a whole; the caller reads key by key
+        engine.get_many(["chat/1/index", "chat/1/raw"])
+    assert engine.get_many(["chat/1/index"]) == {"chat/1/index": "i"}
+    assert engine.sizes(["chat/1/raw"]) == {"chat/1/raw": 5}
+    assert (base / "chat/1/raw").read_bytes() == b"ok \xc3("
+
+
+@pytest.mark.parametrize("key", ["x_at@", "chat/_at@/index"])  # x_at@ would be written x_at_at_ = x@at_
+def test_keys_only_a_literal_at_name_holds_are_read_and_removed_but_never_written(
+    engine: FileEngine, base: Path, key: str
+) -> None:
+    with pytest.raises(InvalidKeyError, match="round-trip"):
+        engine.set(key, "v")
+    with pytest.raises(InvalidKeyError, match="round-trip"):
+        engine.check_writable(key)
+    assert engine.get(key) is None
+    (base / key).parent.mkdir(parents=True, exist_ok=True)
+    (base / key).write_text("written by cp -a of a mount")
+    assert everything(engine) == {key}
+    assert engine.get(key) == "written by cp -a of a mount"
+    writes = (lambda: engine.set(key, "v"), lambda: engine.add(key, "v"), lambda: engine.set_many({key: "v"}))
+    for write in writes:
+        with pytest.raises(InvalidKeyError, match="round-trip"):
+            write()
+    assert engine.get(key) == "written by cp -a of a mount"
+    engine.delete(key)
+    assert everything(engine) == set()
 
 
 def test_at_signs_next_to_underscores_round_trip(engine: FileEngine) -> None:
@@ -166,7 +205,6 @@ def test_temp_files_and_non_key_names_never_show_up(engine: FileEngine, base: Pa
     (base / ".wafs-tmp-0000").write_text("x")
     (base / "chat/2").mkdir()
     (base / "chat/2/.wafs-tmp-only").write_text("crash leftover")
-    (base / "chat/3@raw").write_text("'@' never appears in a name the Node library writes")
     assert everything(engine) == {"chat/1/index"}
     assert set(engine.iter_keys("")) == {"chat/1/index"}
     assert set(engine.iter_keys("chat/")) == {"chat/1/index"}
@@ -178,6 +216,114 @@ def test_temp_files_and_non_key_names_never_show_up(engine: FileEngine, base: Pa
     engine.set("chat", None)
     assert disk(base) == {".wafs-tmp-0000": b"x"}
     assert everything(engine) == set()
+
+
+def _cp_a_tree(base: Path, files: dict[str, str]) -> None:
+    """Files at exactly these paths: what ``cp -a MOUNT backup`` writes (a literal '@' in names)."""
+    for rel, text in files.items():
+        (base / rel).parent.mkdir(parents=True, exist_ok=True)
+        (base / rel).write_text(text, encoding="utf-8")
+
+
+CP_A_TREE = {
+    "session/creds": "{}",
+    "chat/5491112345678@s.whatsapp.net/index": '{"name": "Ana"}',
+    "chat/5491112345678@s.whatsapp.net/message/A1/raw": "{}",
+    "chat/120363@g.us/index": '{"subject": "grupo"}',
+    "contact/5491112345678@s.whatsapp.net/index": "{}",
+    "lid/98765@lid": "5491112345678@s.whatsapp.net",
+}
+
+
+def test_a_cp_a_copy_of_a_mount_reads_its_literal_at_names_as_at(engine: FileEngine, base: Path) -> None:
+    """The issue's backup: every name with '@' used to be skipped (49 of 1,001 keys restored)."""
+    _cp_a_tree(base, CP_A_TREE)
+    assert everything(engine) == set(CP_A_TREE)
+    assert set(engine.iter_keys("chat/5491112345678@s.whatsapp.net/")) == {
+        key for key in CP_A_TREE if key.startswith("chat/5491112345678@s.whatsapp.net/")}
+    assert engine.get_many(list(CP_A_TREE)) == CP_A_TREE
+    assert engine.sizes(["lid/98765@lid"]) == {"lid/98765@lid": len(CP_A_TREE["lid/98765@lid"])}
+    assert engine.children("chat") == {"5491112345678@s.whatsapp.net": Kind.DIR, "120363@g.us": Kind.DIR}
+    assert engine.children("lid") == {"98765@lid": Kind.FILE}
+
+
+def test_writes_into_a_cp_a_copy_keep_one_file_per_key(engine: FileEngine, base: Path) -> None:
+    _cp_a_tree(base, CP_A_TREE)
+    engine.set("lid/98765@lid", "rewritten")  # the literal file is replaced, no _at_ twin appears
+    engine.set("chat/5491112345678@s.whatsapp.net/messages", "1 A1\n")  # into the literal directory
+    engine.set("lid/1@lid", "new")  # a new name: the Node spelling
+    assert engine.add("chat/120363@g.us/index", "x") is False
+    assert (base / "lid/98765@lid").read_text() == "rewritten" and absent(base / "lid/98765_at_lid")
+    assert (base / "chat/5491112345678@s.whatsapp.net/messages").read_text() == "1 A1\n"
+    assert (base / "lid/1_at_lid").read_text() == "new"
+    engine.check_writable("chat/5491112345678@s.whatsapp.net/index")
+    with pytest.raises(KeyConflictError):
+        engine.check_writable("chat/5491112345678@s.whatsapp.net")
+    with pytest.raises(KeyConflictError):
+        engine.set("chat/5491112345678@s.whatsapp.net", "a key over keys below it")
+    with pytest.raises(KeyConflictError):
+        engine.set("lid/98765@lid/below", "a key below a file")
+    engine.delete("contact/5491112345678@s.whatsapp.net/index")
+    engine.set("chat/5491112345678@s.whatsapp.net", None)
+    assert everything(engine) == {"session/creds", "chat/120363@g.us/index", "lid/98765@lid", "lid/1@lid"}
+    assert sorted(os.listdir(base)) == ["chat", "lid", "session"]  # emptied directories pruned
+    assert os.listdir(base / "chat") == ["120363@g.us"]
+
+
+def test_both_spellings_of_one_name_are_one_key(engine: FileEngine, base: Path) -> None:
+    """A cp -a copy restored over a Node tree: 1@lid and 1_at_lid. One key, read from _at_; a
+    delete removes both, so the other never comes back as the key's value."""
+    _cp_a_tree(base, {"lid/1_at_lid": "node's", "lid/1@lid": "the backup's"})
+    assert engine.list("lid/", 0, None) == ["lid/1@lid"]
+    assert engine.children("lid") == {"1@lid": Kind.FILE}
+    assert engine.get("lid/1@lid") == "node's"
+    engine.delete("lid/1@lid")
+    assert engine.get("lid/1@lid") is None
+    assert disk(base) == {}
+
+
+def test_a_name_that_is_not_utf8_is_listed_as_a_key_that_breaks_the_rules(
+    engine: FileEngine, base: Path
+) -> None:
+    engine.set("chat/1/index", "i")
+    with open(os.path.join(os.fsencode(base), b"chat/1/bad\xff"), "wb") as file:
+        file.write(b"written by some other tool")
+    listed = everything(engine)
+    assert "chat/1/index" in listed and len(listed) == 2
+    strange = next(key for key in listed if key != "chat/1/index")
+    assert not is_valid_key(strange)
+    assert os.fsencode(strange) == b"chat/1/bad\xff"
+    assert set(engine.children("chat/1")) == {"index", strange.rpartition("/")[2]}
+    engine.set("chat/1", None)
+    assert disk(base) == {}
+
+
+def test_a_base_that_is_a_file_is_an_error_not_an_empty_store(tmp_path: Path) -> None:
+    (tmp_path / "passwd").write_text("root:x:0:0::/root:/bin/sh\n")
+    engine = FileEngine(tmp_path / "passwd")
+    for call in (lambda: engine.list(""), lambda: engine.get("k"), lambda: engine.children(""),
+                 lambda: list(engine.iter_keys("")), lambda: engine.set("k", "v")):
+        with pytest.raises(BackendError, match="is a file, not a directory"):
+            call()
+    assert (tmp_path / "passwd").read_text() == "root:x:0:0::/root:/bin/sh\n"
+
+
+def test_the_next_write_into_a_directory_removes_temp_files_crashed_writes_left(
+    engine: FileEngine, base: Path
+) -> None:
+    """An interrupted wafs copy leaves .wafs-tmp-* files; the next write or copy there removes
+    them, except one a live write holds (locked)."""
+    for directory in ("chat/1", "chat/2"):
+        (base / directory).mkdir(parents=True)
+        (base / directory / ".wafs-tmp-0123456789abcdef").write_text("half a value")
+    live = base / "chat/1/.wafs-tmp-live"
+    live.write_text("a write under way")
+    with open(live) as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        engine.set("chat/1/index", "i")
+        FileEngine(base).set_many({"chat/2/index": "i"})  # a copy: another engine, set_many
+        assert sorted(temp_files(base)) == ["chat/1/.wafs-tmp-live"]
+    assert everything(engine) == {"chat/1/index", "chat/2/index"}
 
 
 # --- 2. list ---------------------------------------------------------------------------------
@@ -313,6 +459,10 @@ def test_writes_through_planted_links_are_refused_and_land_nowhere(
             engine.set(key, "escaped")
         with pytest.raises(KeyConflictError):
             engine.set_many({key: "escaped"})
+        with pytest.raises(KeyConflictError):
+            engine.add(key, "escaped")
+        with pytest.raises(KeyConflictError):
+            engine.check_writable(key)
     assert outside_snapshot(planted, base) == before
     assert (base / "alias").is_symlink() and (base / "contact/real/index").read_text() == "real contact"
 
@@ -326,6 +476,19 @@ def test_writing_a_key_held_by_a_file_link_replaces_the_link_not_its_target(
     assert planted["hostname"].read_text() == "not-a-key-host\n"
     assert not (base / "session/creds").is_symlink()
     assert engine.get("session/creds") == "new creds"
+
+
+def test_adding_a_key_held_by_a_link_replaces_the_link_and_keeps_the_outside(
+    engine: FileEngine, base: Path, planted: dict[str, Path]
+) -> None:
+    before = outside_snapshot(planted, base)
+    engine.check_writable("session/creds")
+    assert engine.add("session/creds", "new creds") is True
+    assert engine.add("session/creds", "again") is False
+    assert outside_snapshot(planted, base) == before
+    assert not (base / "session/creds").is_symlink()
+    assert engine.get("session/creds") == "new creds"
+    assert temp_files(base) == []
 
 
 def test_deletes_and_cascades_through_planted_links_leave_the_outside_alone(
@@ -568,6 +731,62 @@ def test_strace_sees_no_file_syscall_outside_base(
 # --- 4. Keys that cannot sit beside each other on disk --------------------------------------------
 
 
+def test_add_over_a_leftover_empty_directory_stores_the_key(engine: FileEngine, base: Path) -> None:
+    (base / "chat/1/index/empty").mkdir(parents=True)
+    engine.check_writable("chat/1/index")
+    assert engine.add("chat/1/index", "i") is True
+    assert engine.get("chat/1/index") == "i"
+    assert disk(base) == {"chat": "dir", "chat/1": "dir", "chat/1/index": b"i"}
+
+
+ADDER = textwrap.dedent(
+    """
+    import sys
+    from wafs import FileEngine
+
+    engine = FileEngine(sys.argv[1])
+    name = sys.argv[2]
+    print("ready", flush=True)
+    sys.stdin.readline()
+    order = range(1000) if name == "one" else range(999, -1, -1)  # they meet in the middle
+    won = [n for n in order if engine.add(f"chat/{n}@s.whatsapp.net/index", name)]
+    print(" ".join(map(str, won)), flush=True)
+    """
+)
+
+
+def test_processes_adding_the_same_keys_each_win_a_key_exactly_once(base: Path, tmp_path: Path) -> None:
+    """Two processes add the same 1,000 keys at once, from both ends: every key is won by one, and
+    holds its value."""
+    script = tmp_path / "adder.py"
+    script.write_text(ADDER)
+    children = [
+        subprocess.Popen([sys.executable, str(script), str(base), name], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        for name in ("one", "two")
+    ]
+    for child in children:
+        assert child.stdout is not None and child.stdout.readline() == "ready\n"
+    for child in children:
+        assert child.stdin is not None
+        child.stdin.write("go\n")
+        child.stdin.flush()
+    won = {}
+    for child, name in zip(children, ("one", "two"), strict=True):
+        out, _ = child.communicate(timeout=120)
+        assert child.returncode == 0
+        won[name] = {int(n) for n in out.split()}
+    print(f"one won {len(won['one'])}, two won {len(won['two'])}")
+    assert won["one"].isdisjoint(won["two"])
+    assert won["one"] | won["two"] == set(range(1000))
+    assert won["one"] and won["two"], "one process won every key: the adds never raced"
+    engine = FileEngine(base)
+    for name, numbers in won.items():
+        for n in numbers:
+            assert engine.get(f"chat/{n}@s.whatsapp.net/index") == name
+    assert temp_files(base) == []
+
+
 def test_a_key_below_a_file_key_is_a_conflict_and_the_file_is_kept(engine: FileEngine, base: Path) -> None:
     engine.set("a", "old")
     for key in ["a/b", "a/b/c"]:
@@ -653,7 +872,7 @@ def test_kill_9_at_random_moments_leaves_every_key_old_or_new(base: Path, tmp_pa
     inside_a_write = 0  # kills that left a temp file: they landed between its creation and its rename
     round_no = 0
     while round_no < 6 or (inside_a_write < 2 and round_no < 40):
-        temp_before = len(temp_files(base))
+        temp_before = set(temp_files(base))
         kill_9_after_first_write(script, base, round_no, rng.uniform(0.0, 0.4))  # every key written once
         assert everything(engine) == keys
         assert set(engine.iter_keys("chat/")) == keys
@@ -661,7 +880,7 @@ def test_kill_9_at_random_moments_leaves_every_key_old_or_new(base: Path, tmp_pa
             written_round, generation = check_complete(key, engine.get(key))
             assert written_round == round_no  # this round wrote every key once before the kill
             generations.add(generation)
-        inside_a_write += len(temp_files(base)) > temp_before
+        inside_a_write += bool(set(temp_files(base)) - temp_before)  # (the next writer removes old ones)
         round_no += 1
     print(f"{round_no} kills, {inside_a_write} of them inside a write, key generations {sorted(generations)}")
     assert len(generations) > 1, "every kill came before a key was rewritten: the test did not test anything"
@@ -875,7 +1094,7 @@ def test_kill_9_during_set_many_batches_leaves_every_key_old_or_new(base: Path, 
     inside_a_batch = 0  # kills that left temp files (while syncing) or a batch half renamed
     round_no = 0
     while round_no < 8 or (inside_a_batch < 2 and round_no < 40):
-        temp_before = len(temp_files(base))
+        temp_before = set(temp_files(base))
         kill_9_after_first_write(script, base, round_no, rng.uniform(0.0, 0.5))  # one whole batch in place
         assert set(engine.iter_keys("chat/")) == keys
         this_round = set()
@@ -884,7 +1103,7 @@ def test_kill_9_during_set_many_batches_leaves_every_key_old_or_new(base: Path, 
             assert written_round == round_no  # the first batch of this round wrote every key
             this_round.add(generation)
         generations |= this_round
-        inside_a_batch += len(temp_files(base)) > temp_before or len(this_round) > 1
+        inside_a_batch += bool(set(temp_files(base)) - temp_before) or len(this_round) > 1
         round_no += 1
     print(f"{round_no} kills, {inside_a_batch} of them inside a batch, key generations {sorted(generations)}")
     assert len(generations) > 1, "every kill came right after the first batch: the test did not test anything"

@@ -9,10 +9,11 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from wafs import open_engine
 from wafs.engines.postgres import PostgresEngine
-from wafs.errors import BackendError, BackendUnavailableError, MissingDependencyError
+from wafs.errors import BackendError, BackendUnavailableError, InvalidValueError, MissingDependencyError
 
 from .helpers import Interleavings, assert_every_call_unavailable, unique
 
@@ -251,3 +252,42 @@ def test_missing_psycopg_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -
 def test_unknown_scheme_lists_the_known_ones() -> None:
     with pytest.raises(ValueError, match="postgresql://"):
         open_engine("mysql://127.0.0.1/db")
+
+
+def test_a_value_that_is_not_utf8_is_a_permanent_invalid_value_error(
+    postgres_server: Any, raw: psycopg.Connection, table: str
+) -> None:
+    """A SQL_ASCII database keeps any bytes: such a value is InvalidValueError, others are text."""
+    database = unique("sqlascii_")
+    create = "CREATE DATABASE {} ENCODING 'SQL_ASCII' TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'"
+    raw.execute(sql.SQL(create).format(sql.Identifier(database)))
+    dsn = f"host={postgres_server.host} port={postgres_server.port} user=postgres dbname={database}"
+    try:
+        with PostgresEngine(dsn, table) as engine:
+            engine.set("k/ok", "ñandú")
+            insert = "INSERT INTO {} (key, data) VALUES ('k/bin', convert_from('\\xff'::bytea, 'SQL_ASCII'))"
+            with psycopg.connect(dsn, autocommit=True) as other:  # another client, in the database's encoding
+                other.execute(sql.SQL(insert).format(sql.Identifier(table)))
+            assert engine.get("k/ok") == "ñandú"
+            assert engine.list("k/", 0, None) == ["k/bin", "k/ok"]
+            with pytest.raises(InvalidValueError, match="not UTF-8") as raised:
+                engine.get("k/bin")
+            assert not isinstance(raised.value, BackendError)
+            with pytest.raises(InvalidValueError):  # the batch fails as a whole
+                engine.get_many(["k/ok", "k/bin"])
+            assert engine.get_many(["k/ok"]) == {"k/ok": "ñandú"}
+    finally:
+        raw.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(database)))
+
+
+def test_a_value_with_nul_is_refused_with_a_permanent_error(engine: PostgresEngine) -> None:
+    """NUL is valid UTF-8 (fine in Redis and files), but a text column cannot hold it: refused
+    before the statement, InvalidValueError (EILSEQ at the mount), never a BackendError (EIO)."""
+    engine.set("chat/1/index", "kept")
+    for write in (lambda: engine.set("chat/1/index", "a\0b"), lambda: engine.add("chat/2/index", "\0"),
+                  lambda: engine.set_many({"chat/3/index": "fine", "chat/4/index": "nul\0"})):
+        with pytest.raises(InvalidValueError, match="NUL") as raised:
+            write()
+        assert not isinstance(raised.value, BackendError)
+    assert dict(engine.items("")) == {"chat/1/index": "kept"}
+

@@ -13,7 +13,7 @@ import redis
 from wafs import open_engine
 from wafs.engine import Kind
 from wafs.engines.redis import RedisEngine
-from wafs.errors import BackendError, BackendUnavailableError
+from wafs.errors import BackendError, BackendUnavailableError, InvalidValueError, ValueTooLargeError
 from wafs.keys import is_valid_key
 
 from .helpers import assert_every_call_unavailable, unique
@@ -146,13 +146,20 @@ def test_non_utf8_key_is_listed_invalid_and_deletable(
     assert engine.list("chat/") == ["chat/ok/index"]
 
 
-def test_non_utf8_value_is_a_backend_error(raw: redis.Redis, engine: RedisEngine, prefix: str) -> None:
+def test_non_utf8_value_is_a_permanent_invalid_value_error(
+    raw: redis.Redis, engine: RedisEngine, prefix: str
+) -> None:
+    """Bytes another client wrote: InvalidValueError (EILSEQ in the mount), never a retryable BackendError."""
     raw.set(f"{prefix}:k/bin", b"\xff\xfe")
-    with pytest.raises(BackendError, match="not UTF-8"):
+    raw.set(f"{prefix}:k/ok", b"fine")
+    with pytest.raises(InvalidValueError, match="not UTF-8") as raised:
         engine.get("k/bin")
-    with pytest.raises(BackendError, match="not UTF-8"):
-        engine.get_many(["k/bin"])
+    assert not isinstance(raised.value, BackendError)
+    with pytest.raises(InvalidValueError, match="not UTF-8"):  # the batch fails as a whole
+        engine.get_many(["k/ok", "k/bin"])
+    assert engine.get_many(["k/ok"]) == {"k/ok": "fine"}
     assert engine.sizes(["k/bin"]) == {"k/bin": 2}
+    assert raw.get(f"{prefix}:k/bin") == b"\xff\xfe"
 
 
 def test_list_sorts_by_code_point_and_pages_consistently(engine: RedisEngine) -> None:
@@ -311,14 +318,36 @@ def test_bad_timeout_is_refused(timeout: str) -> None:
         open_engine(f"redis://127.0.0.1:1/0?timeout={timeout}")
 
 
-def test_decode_responses_client_reports_non_utf8_keys_as_backend_errors(
+def test_decode_responses_client_reports_non_utf8_data_as_invalid_values(
     redis_server: Any, raw: redis.Redis, prefix: str
 ) -> None:
     raw.set(f"{prefix}:k/".encode() + b"\xff", "v")
+    raw.set(f"{prefix}:v/bin", b"\xff")
     client = redis_server.client(decode_responses=True)
     try:
-        with pytest.raises(BackendError, match="decode_responses=False"):
+        with pytest.raises(InvalidValueError, match="decode_responses=False"):
             RedisEngine(client, prefix).list("k/")
+        with pytest.raises(InvalidValueError, match="not UTF-8"):
+            RedisEngine(client, prefix).get("v/bin")
     finally:
         client.close()
     assert RedisEngine(raw, prefix).list("k/") == ["k/\udcff"]
+
+
+def test_a_value_over_512_mib_is_refused_at_once_with_a_permanent_error(engine: RedisEngine, raw: redis.Redis,
+                                                                         prefix: str) -> None:
+    """Redis drops the connection after reading such a value, and every retry again (12 s of
+    retries, then 'unavailable'): refused before anything is sent, never EIO."""
+    engine.set("chat/1/content", "kept")
+    ascii_value = "x" * (512 * 1024 * 1024 + 1)
+    multibyte = "ñ" * (256 * 1024 * 1024 + 1)  # fewer characters than the limit, more bytes
+    for big in (ascii_value, multibyte):
+        for write in (engine.set, engine.add, lambda key, value: engine.set_many({"chat/3/content": "small",
+                                                                                    key: value})):
+            started = time.monotonic()
+            with pytest.raises(ValueTooLargeError, match="512 MiB") as raised:
+                write("chat/1/content", big)
+            assert time.monotonic() - started < 3.0
+            assert isinstance(raised.value, InvalidValueError) and not isinstance(raised.value, BackendError)
+    assert engine.get("chat/1/content") == "kept"
+    assert raw.keys(f"{prefix}:*") == [f"{prefix}:chat/1/content".encode()]

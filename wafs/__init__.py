@@ -17,6 +17,7 @@ from .errors import (
     MissingDependencyError,
     NoSpaceError,
     UnknownSchemeError,
+    ValueTooLargeError,
     WafsError,
 )
 from .registry import open_engine
@@ -59,6 +60,7 @@ __all__ = [
     "RedisClient",
     "RedisEngine",
     "UnknownSchemeError",
+    "ValueTooLargeError",
     "WafsError",
     "__version__",
     "buffer_json",

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
+import unicodedata
 from collections.abc import Callable
 from contextlib import ExitStack
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
+from click.core import ParameterSource
 
 from . import __version__
 from .chats.transcript import LOCALES
@@ -18,9 +21,10 @@ from .demo import write_demo
 from .engine import Engine
 from .engines.file import DEFAULT_BASE
 from .errors import WafsError
-from .keys import check_key, is_under
+from .keys import SEPARATOR, check_key, is_under
 from .mount.options import MountOptions
 from .registry import open_engine
+from .urls import redact
 
 DEFAULT_ENGINE_URL = "file://.baileys/default"
 ENGINE_ENVVAR = "WAFS_ENGINE"
@@ -39,6 +43,11 @@ class WafsGroup(click.Group):
 
 
 def _absolute_file_url(ctx: click.Context, param: click.Parameter, url: str) -> str:
+    """The ``--engine`` callback: :func:`_absolute`."""
+    return _absolute(url)
+
+
+def _absolute(url: str) -> str:
     """Resolve a relative file:// path against the directory the command runs in.
 
     The URL then means the same directory to a process that changes directory, such as
@@ -52,12 +61,46 @@ def _absolute_file_url(ctx: click.Context, param: click.Parameter, url: str) -> 
     return "file://" + os.path.abspath(path or DEFAULT_BASE)
 
 
-def engine_option(command: F) -> F:
-    """The ``--engine URL`` option (``WAFS_ENGINE``) every command that uses one engine shares.
+def _read_engine_file(path: str) -> str:
+    """The engine URL in the file at ``path``: its first line that is not empty or a ``#`` comment."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            lines = [line.strip() for line in file]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc}", param_hint="--engine-file") from None
+    for line in lines:
+        if line and not line.startswith("#"):
+            return line
+    raise click.BadParameter(f"{path} holds no engine URL", param_hint="--engine-file")
 
-    The command receives the URL as ``engine_url``, a file:// path made absolute.
+
+def engine_option(command: F) -> F:
+    """The ``--engine URL`` option (``WAFS_ENGINE``) and ``--engine-file PATH`` every command that
+    uses one engine shares.
+
+    The command receives the URL as ``engine_url``, a file:// path made absolute. A URL in a
+    file (or the environment) stays off the command line, where every user of the machine can
+    read it (``ps``): the way to pass a password.
     """
-    return click.option(
+
+    @functools.wraps(command)
+    def with_engine(*args: Any, engine_file: str | None, **kwargs: Any) -> Any:
+        if engine_file is not None:
+            ctx = click.get_current_context()
+            if ctx.get_parameter_source("engine_url") == ParameterSource.COMMANDLINE:
+                raise click.UsageError("--engine and --engine-file cannot be used together")
+            kwargs["engine_url"] = _absolute(_read_engine_file(engine_file))
+        return command(*args, **kwargs)
+
+    with_file = click.option(
+        "--engine-file",
+        "engine_file",
+        metavar="PATH",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="Read the engine URL from this file (its first line), keeping a password off the command line.",
+    )(with_engine)
+    return cast(F, click.option(
         "--engine",
         "engine_url",
         metavar="URL",
@@ -67,7 +110,7 @@ def engine_option(command: F) -> F:
         show_envvar=True,
         callback=_absolute_file_url,
         help="Engine URL: file://PATH, memory://, redis://HOST:PORT/DB?prefix=P or postgresql://...",
-    )(command)
+    )(with_file))
 
 
 def open_url(url: str) -> Engine:
@@ -77,8 +120,30 @@ def open_url(url: str) -> Engine:
     except WafsError:
         raise
     except ValueError as exc:  # an engine's URL parser refusing a parameter
-        raise click.ClickException(f"bad engine URL {url!r}: {exc}") from exc
+        raise click.ClickException(f"bad engine URL {redact(url)!r}: {exc}") from exc
     return click.get_current_context().with_resource(engine)
+
+
+def _keep_the_url_off_the_command_line(url: str) -> None:
+    """Run this ``wafs`` again with ``url`` in ``WAFS_ENGINE`` instead of its command line, when
+    that holds it with a password.
+
+    A process keeps its command line for life, readable by every user (``ps``); the mount
+    daemon lives long. Its environment is readable by its owner only. Nothing happens when
+    the URL came from elsewhere (``--engine-file``, ``WAFS_ENGINE``) or holds no secret.
+    """
+    kept: list[str] = []
+    given: list[str] = []
+    arguments = iter(sys.argv[1:])
+    for argument in arguments:
+        if argument == "--engine":
+            given.append(next(arguments, ""))
+        elif argument.startswith("--engine="):
+            given.append(argument.partition("=")[2])
+        else:
+            kept.append(argument)
+    if any(redact(value) != value for value in given):
+        os.execve(sys.executable, [sys.executable, "-m", "wafs", *kept], {**os.environ, ENGINE_ENVVAR: url})
 
 
 def _decode(data: bytes, source: str) -> str:
@@ -89,6 +154,33 @@ def _decode(data: bytes, source: str) -> str:
             f"{source} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
             "nothing written"
         ) from exc
+
+
+def _raw(key: str) -> bytes:
+    """The stored bytes of ``key`` (one that is not UTF-8 comes surrogate-escaped)."""
+    return key.encode("utf-8", "surrogateescape")
+
+
+#: Characters ``$'…'`` spells by name.
+_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\x1b": "\\E", "\\": "\\\\", "'": "\\'"}
+
+
+def _quoted(key: str) -> str:
+    """``key`` for a terminal: as is, or, when it holds a control character or bytes that are
+    not UTF-8, quoted as the shell reads it back, ``$'chat/a\\nb'`` (as ls does)."""
+    if not any(unicodedata.category(char) in ("Cc", "Cs") for char in key):
+        return key
+    spelled = []
+    for char in key:
+        if char in _ESCAPES:
+            spelled.append(_ESCAPES[char])
+        elif unicodedata.category(char) == "Cs":  # a byte that is not UTF-8 (surrogate-escaped)
+            spelled.append(f"\\x{ord(char) - 0xDC00:02x}")
+        elif unicodedata.category(char) == "Cc":
+            spelled.append(f"\\x{ord(char):02x}" if ord(char) < 0x80 else f"\\u{ord(char):04x}")
+        else:
+            spelled.append(char)
+    return "$'" + "".join(spelled) + "'"
 
 
 def _megabytes(size: int) -> str:
@@ -118,13 +210,18 @@ def main() -> None:
 @click.option("--limit", type=click.IntRange(min=0), default=None,
               help="Show at most this many keys  [default: 50]")
 @click.option("--all", "show_all", is_flag=True, help="Show every key (no limit).")
+@click.option("-0", "--null", "null", is_flag=True,
+              help="End each key with NUL instead of a newline, raw (for xargs -0).")
 @engine_option
-def ls_command(prefix: str, offset: int, limit: int | None, show_all: bool, engine_url: str) -> None:
+def ls_command(prefix: str, offset: int, limit: int | None, show_all: bool, null: bool,
+               engine_url: str) -> None:
     """List keys that start with PREFIX, one per line.
 
     Keys come in the engine's order (newest first for files, memory and PostgreSQL).
     PREFIX is a plain string prefix: chat/1 matches chat/1/index and chat/10/index,
     chat/1/ only the first. A note on stderr says when more keys follow the page.
+    On a terminal, a key with control characters (a newline, an escape) is shown
+    quoted as $'chat/a\\nb', as ls does; piped, keys are written as stored.
 
     \b
         wafs ls
@@ -143,8 +240,11 @@ def ls_command(prefix: str, offset: int, limit: int | None, show_all: bool, engi
         keys = engine.list(prefix, offset, page + 1)
         more = len(keys) > page
         keys = keys[:page]
+    out = sys.stdout.buffer
+    quote = not null and out.isatty()
     for key in keys:
-        click.echo(key)
+        out.write((_quoted(key).encode() if quote else _raw(key)) + (b"\0" if null else b"\n"))
+    out.flush()
     if more:
         click.echo(f"(more keys follow: --offset {offset + len(keys)} for the next page, "
                    "--all for every key)", err=True)
@@ -205,13 +305,16 @@ def rm_command(key: str, dry_run: bool, engine_url: str) -> None:
     """Delete KEY and every key below it.
 
     This is the engine's cascade, set(KEY, None): KEY and every key below KEY/ go,
-    and the command says how many. Exits 1 when there is nothing to delete.
+    and the command says how many. KEY/ (a directory, as a shell completes it) means
+    KEY. Exits 1 when there is nothing to delete.
 
     \b
         wafs rm 'chat/5491112345678@s.whatsapp.net' --dry-run
         wafs rm 'chat/5491112345678@s.whatsapp.net'
         wafs rm session/pre-key/7
     """
+    if key.endswith(SEPARATOR) and key != SEPARATOR:
+        key = key[:-1]
     check_key(key)
     engine = open_url(engine_url)
     doomed = sorted(found for found in engine.iter_keys(key) if is_under(found, key))
@@ -295,11 +398,12 @@ def demo_command(chats: int, messages: int, seed: int, force: bool, engine_url: 
     """
     engine = open_url(engine_url)
     if not force and engine.list("", 0, 1):
-        raise click.ClickException(f"{engine_url} already holds keys; use --force to write the demo anyway")
+        raise click.ClickException(
+            f"{redact(engine_url)} already holds keys; use --force to write the demo anyway")
     started = time.monotonic()
     written = write_demo(engine, chats=chats, messages=messages, seed=seed)
     click.echo(
-        f"wrote {written} keys to {engine_url} ({chats} chats x {messages} messages, seed {seed}) "
+        f"wrote {written} keys to {redact(engine_url)} ({chats} chats x {messages} messages, seed {seed}) "
         f"in {time.monotonic() - started:.1f} s"
     )
 
@@ -397,6 +501,8 @@ def mount_command(mountpoint: str, engine_url: str, read_only: bool, foreground:
     from .mount import mount
     from .mount.daemon import default_log_file
 
+    _keep_the_url_off_the_command_line(engine_url)
+
     try:
         mask = int(umask, 8)
     except ValueError:
@@ -411,7 +517,8 @@ def mount_command(mountpoint: str, engine_url: str, read_only: bool, foreground:
     mount(engine_url, mountpoint, options, foreground=foreground or debug,
           log_file=log_file or default_log_file(mountpoint))
     if not (foreground or debug):
-        click.echo(f"mounted {engine_url} at {mountpoint}; unmount with: wafs umount {mountpoint}", err=True)
+        click.echo(f"mounted {redact(engine_url)} at {mountpoint}; unmount with: wafs umount {mountpoint}",
+                   err=True)
 
 
 @main.command(name="umount")

@@ -61,7 +61,11 @@ def _read(src: Engine, keys: list[str], report: CopyReport) -> dict[str, str]:
                 raise
             except WafsError as exc:
                 report.failed.append((key, f"cannot read: {exc}"))
-    # A key deleted from the source since it was listed is not copied, and not a failure.
+    # Listed but not there when read: deleted meanwhile, or a store that lists what it cannot
+    # read. Either way it was not copied, and the copy says so rather than succeed without it.
+    for key, value in values.items():
+        if value is None:
+            report.failed.append((key, "listed, but not found when read (deleted meanwhile?)"))
     return {key: value for key, value in values.items() if value is not None}
 
 
@@ -99,8 +103,10 @@ def copy_engine(
 
     Reads ``batch`` keys at a time with ``get_many`` and writes them with ``set_many`` (one
     round trip or transaction per batch in engines that can). A key that breaks the key
-    rules, or that one engine refuses (a key ``a`` beside ``a/b`` in a FileEngine), is listed
-    in :attr:`CopyReport.failed` and the copy goes on. A store that is down or full stops the
+    rules, that one engine refuses (a key ``a`` beside ``a/b`` in a FileEngine), whose value
+    cannot be read, or that was listed but is gone when read, is listed in
+    :attr:`CopyReport.failed` and the copy goes on: the report is never ``ok`` with a key
+    skipped. A store that is down or full stops the
     copy with its error; running the copy again completes it. ``progress(done, total)`` is
     called after every batch, ``done`` counting the keys handled so far.
     """

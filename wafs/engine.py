@@ -83,6 +83,16 @@ def _checks_set(method: Callable[..., Any]) -> Callable[..., Any]:
     return checked
 
 
+def _checks_add(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def checked(self: Engine, key: str, value: str) -> bool:
+        if check_value(value) is None:
+            raise InvalidValueError(f"add cannot delete ({key!r} maps to None); use set")
+        return bool(method(self, check_key(key), value))
+
+    return checked
+
+
 def _checks_set_many(method: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(method)
     def checked(self: Engine, items: Mapping[str, str]) -> None:
@@ -146,9 +156,11 @@ def _checks_argument(check: Callable[[str], str]) -> Callable[[Callable[..., Any
 _CHECKS: dict[str, Callable[[Callable[..., Any]], Callable[..., Any]]] = {
     "get": _checks_key,
     "set": _checks_set,
+    "add": _checks_add,
     "list": _checks_list,
     "delete": _checks_key,
     "size": _checks_key,
+    "check_writable": _checks_key,
     "get_many": _checks_keys,
     "sizes": _checks_keys,
     "set_many": _checks_set_many,
@@ -216,7 +228,9 @@ class Engine(ABC):
         """Return the value stored under ``key``, or ``None`` when there is none.
 
         ``""`` is a value (an empty file), distinct from ``None``. Raises
-        :class:`~wafs.errors.InvalidKeyError` for a key that breaks the key rules and
+        :class:`~wafs.errors.InvalidKeyError` for a key that breaks the key rules,
+        :class:`~wafs.errors.InvalidValueError` for a stored value that is not UTF-8 text
+        (written by another client: retrying cannot help) and
         :class:`~wafs.errors.BackendError` when the store fails: never ``None`` for a failure.
         """
 
@@ -254,8 +268,38 @@ class Engine(ABC):
                 if value is not None:
                     yield key, value
 
+    def add(self, key: str, value: str) -> bool:
+        """Store ``value`` under ``key`` only if ``key`` holds no value; True when it was stored.
+
+        Engines make this atomic: of several clients adding the same key at once, exactly
+        one gets True and its value is the one stored (Redis ``SET NX``, a FileEngine hard
+        link, PostgreSQL ``ON CONFLICT DO NOTHING``). Keys below ``key`` do not count: only
+        a value under ``key`` itself makes it False. The default, built on :meth:`get` and
+        :meth:`set`, is NOT atomic: two clients can both see the key absent and both get
+        True, the last write winning.
+        """
+        if self.get(key) is not None:
+            return False
+        self.set(key, value)
+        return True
+
+    def check_writable(self, key: str) -> None:  # noqa: B027 - the key rules are checked by its wrapper
+        """Raise the error ``set(key, value)`` would raise for ``key`` itself, writing nothing.
+
+        The default checks the key rules only (:class:`~wafs.errors.InvalidKeyError`);
+        engines add their own refusals (FileEngine: names it cannot store, and
+        :class:`~wafs.errors.KeyConflictError` where a file is in the way of a directory or
+        keys are below ``key``). Store failures are not foreseen: ``set`` can still raise
+        :class:`~wafs.errors.BackendError`, and a conflict can arise after this returns.
+        """
+
     def get_many(self, keys: Iterable[str]) -> dict[str, str | None]:
-        """Read many keys at once: ``{key: value or None}``, in the order given."""
+        """Read many keys at once: ``{key: value or None}``, in the order given.
+
+        All or nothing: when one value cannot be read (:class:`~wafs.errors.InvalidValueError`
+        for a stored value that is not UTF-8 text, written by another client), the whole call
+        raises and the caller reads the others key by key with :meth:`get`.
+        """
         return {key: self.get(key) for key in keys}
 
     def set_many(self, items: Mapping[str, str]) -> None:

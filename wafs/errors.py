@@ -16,7 +16,17 @@ class InvalidKeyError(WafsError, ValueError):
 
 
 class InvalidValueError(WafsError, ValueError):
-    """A value is not a ``str`` that encodes as UTF-8; nothing was written."""
+    """A value cannot be stored or read as text: permanent, retrying cannot help.
+
+    Raised before writing a value that is not a ``str`` that encodes as UTF-8 (or that the
+    store cannot hold, such as NUL in PostgreSQL ``text``): nothing was written. Raised when
+    reading a stored value that is not UTF-8 text (another client wrote bytes): the stored
+    value is left as it is.
+    """
+
+
+class ValueTooLargeError(InvalidValueError):
+    """A value is larger than the store can hold (Redis: 512 MiB); nothing was written."""
 
 
 class KeyConflictError(WafsError, ValueError):

@@ -18,6 +18,7 @@ runs on every engine: where engines may differ, the class says which behaviour t
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import ClassVar
 
@@ -47,6 +48,12 @@ class EngineContract:
     #: False for an engine that refuses the second one with KeyConflictError instead (a tree of
     #: files and directories, like FileEngine): the tests then check the refusal.
     keys_below_keys: ClassVar[bool] = True
+    #: Whether :meth:`~wafs.Engine.add` is atomic (every engine of wafs'). Set it to False for an
+    #: engine that keeps the racy default: the race test then checks only that a winner's value
+    #: is the one stored.
+    atomic_add: ClassVar[bool] = True
+    #: How many threads race in :meth:`test_concurrent_adders_exactly_one_wins`.
+    adders: ClassVar[int] = 8
 
     # --- get / set -------------------------------------------------------------------------
 
@@ -74,6 +81,106 @@ class EngineContract:
         engine.set("lid/1@lid", "second")
         assert engine.get("lid/1@lid") == "second"
         assert engine.list("lid/") == ["lid/1@lid"]
+
+    # --- add ------------------------------------------------------------------------------
+
+    def test_add_stores_only_when_absent(self, engine: Engine) -> None:
+        assert engine.add("session/creds", "first") is True
+        assert engine.add("session/creds", "second") is False
+        assert engine.get("session/creds") == "first"
+        assert engine.add("session/empty", "") is True
+        assert engine.add("session/empty", "x") is False
+        assert engine.get("session/empty") == ""
+        engine.set("session/creds", None)
+        assert engine.add("session/creds", "again") is True
+        assert engine.get("session/creds") == "again"
+        assert _all(engine) == {"session/creds", "session/empty"}
+
+    def test_add_refuses_none_bad_keys_and_bad_values(self, engine: Engine) -> None:
+        with pytest.raises(InvalidValueError):
+            engine.add("k/a", None)  # type: ignore[arg-type]
+        with pytest.raises(InvalidValueError):
+            engine.add("k/a", "\udcff")
+        with pytest.raises(InvalidKeyError):
+            engine.add("k//a", "v")
+        assert _all(engine) == set()
+
+    def test_add_beside_keys_below(self, engine: Engine) -> None:
+        """Keys below ``a`` are no value of ``a``: ``add("a")`` stores it, or is refused as ``set``."""
+        engine.set("a/b", "below")
+        if self.keys_below_keys:
+            assert engine.add("a", "top") is True
+            assert engine.get("a") == "top"
+        else:
+            with pytest.raises(KeyConflictError):
+                engine.add("a", "top")
+            assert engine.get("a") is None
+            with pytest.raises(KeyConflictError):
+                engine.add("a/b/c", "under a file")
+        assert engine.get("a/b") == "below"
+
+    def test_concurrent_adders_exactly_one_wins(self, engine: Engine) -> None:
+        """Threads add one new key at once, each its own value, many rounds: one wins each round."""
+        for round_ in range(20):
+            key = f"race/{round_}"
+            won = self._race_to_add(engine, key)
+            assert won, f"no adder of {key} won"
+            if self.atomic_add:
+                assert len(won) == 1, f"{len(won)} adders of {key} were told they created it"
+            assert engine.get(key) in {f"adder {number}" for number in won}
+
+    def _race_to_add(self, engine: Engine, key: str) -> list[int]:
+        """The numbers of the :attr:`adders` threads told they created ``key``, all started at once."""
+        start = threading.Barrier(self.adders)
+        won: list[int] = []
+        errors: list[BaseException] = []
+
+        def adder(number: int) -> None:
+            try:
+                start.wait()
+                if engine.add(key, f"adder {number}"):
+                    won.append(number)
+            except BaseException as exc:  # reported below, in the test's thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=adder, args=(number,)) for number in range(self.adders)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        return won
+
+    # --- check_writable -----------------------------------------------------------------------
+
+    @pytest.mark.parametrize("key", BAD_KEYS)
+    def test_check_writable_refuses_bad_keys(self, engine: Engine, key: str) -> None:
+        with pytest.raises(InvalidKeyError):
+            engine.check_writable(key)
+
+    def test_check_writable_writes_nothing(self, engine: Engine) -> None:
+        engine.set("chat/1/index", "i")
+        engine.check_writable("chat/1/index")
+        engine.check_writable("chat/2/message/A/raw")
+        engine.check_writable("chat/1/messages")
+        assert _all(engine) == {"chat/1/index"}
+        assert engine.children("chat") == {"1": Kind.DIR}
+
+    def test_check_writable_foresees_conflicts(self, engine: Engine) -> None:
+        """It raises what ``set`` raises for the same key: nothing, or KeyConflictError."""
+        engine.set("a/b", "below")
+        engine.set("f", "file")
+        for key in ["a", "f/x", "f/x/y"]:
+            if self.keys_below_keys:
+                engine.check_writable(key)
+                engine.set(key, "v")
+            else:
+                with pytest.raises(KeyConflictError):
+                    engine.check_writable(key)
+                with pytest.raises(KeyConflictError):
+                    engine.set(key, "v")
+        assert engine.get("a/b") == "below"
+        assert engine.get("f") == "file"
 
     # --- cascade -------------------------------------------------------------------------------
 

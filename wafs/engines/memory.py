@@ -7,6 +7,7 @@ from collections.abc import Iterable, Iterator, Mapping
 
 from ..engine import Engine
 from ..keys import SEPARATOR
+from ..urls import query_parameters
 
 
 class MemoryEngine(Engine):
@@ -21,7 +22,8 @@ class MemoryEngine(Engine):
 
     @classmethod
     def from_url(cls, url: str) -> MemoryEngine:
-        """``memory://``: a new, empty store."""
+        """``memory://``: a new, empty store. It takes no parameters (:class:`ValueError`)."""
+        query_parameters(url, {})
         return cls()
 
     def get(self, key: str) -> str | None:
@@ -34,6 +36,14 @@ class MemoryEngine(Engine):
             else:
                 self._data.pop(key, None)
                 self._data[key] = value
+
+    def add(self, key: str, value: str) -> bool:
+        """Atomic: the check and the write happen under the engine's lock."""
+        with self._lock:
+            if key in self._data:
+                return False
+            self._data[key] = value
+            return True
 
     def list(self, prefix: str = "", offset: int = 0, limit: int | None = 50) -> list[str]:
         with self._lock:

@@ -16,15 +16,22 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
-import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping
 
 from ..engine import Engine
-from ..errors import BackendError, BackendUnavailableError, MissingDependencyError, NoSpaceError, WafsError
+from ..errors import (
+    BackendError,
+    BackendUnavailableError,
+    InvalidValueError,
+    MissingDependencyError,
+    NoSpaceError,
+    WafsError,
+)
+from ..urls import WAFS, query_parameters, redact, with_query
 
 try:
     import psycopg
-    from psycopg import sql
+    from psycopg import pq, sql
     from psycopg.conninfo import conninfo_to_dict
 except ImportError as exc:
     raise MissingDependencyError("PostgreSQL support needs psycopg: pip install 'wafs[postgres]'") from exc
@@ -35,7 +42,11 @@ DEFAULT_TIMEOUT = 5.0
 #: Keys fetched per round trip by :meth:`PostgresEngine.iter_keys`.
 BATCH = 1000
 
-_URL_OPTIONS = ("table", "timeout")
+#: The query parameters of a PostgreSQL URL and who takes them: wafs, or libpq (passed on).
+URL_PARAMETERS: dict[str, str] = {
+    **dict.fromkeys(("table", "timeout"), WAFS),
+    **dict.fromkeys((option.keyword.decode() for option in pq.Conninfo.get_defaults()), "libpq"),
+}
 # E'\\' is one backslash whatever standard_conforming_strings says.
 _ESCAPE = sql.SQL("ESCAPE E'\\\\'")
 
@@ -43,6 +54,16 @@ _ESCAPE = sql.SQL("ESCAPE E'\\\\'")
 def _like_escape(text: str) -> str:
     """Escape LIKE metacharacters so ``text`` matches only itself (escape character ``\\``)."""
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _text(key: str, value: str) -> str:
+    """``value``, or :class:`InvalidValueError` when it holds NUL, which ``text`` cannot hold."""
+    if "\0" in value:
+        raise InvalidValueError(
+            f"the value of {key!r} contains NUL (U+0000), which a PostgreSQL text column cannot hold; "
+            "nothing was written"
+        )
+    return value
 
 
 def _storable(key: str) -> bool:
@@ -85,6 +106,7 @@ class _Queries:
         ]
         self.get = q("SELECT data FROM {t} WHERE key = %s")
         self.set = q("INSERT INTO {t} (key, data) VALUES (%s, %s)") + upsert
+        self.add = q("INSERT INTO {t} (key, data) VALUES (%s, %s) ON CONFLICT (key) DO NOTHING")
         self.cascade = q("DELETE FROM {t} WHERE key = %s OR key LIKE %s {escape}")
         self.list = q(
             "SELECT key FROM {t} WHERE key LIKE %s {escape}"
@@ -152,18 +174,15 @@ class PostgresEngine(Engine):
     def from_url(cls, url: str) -> PostgresEngine:
         """Open ``postgresql://user@host:port/db?table=storage&timeout=5`` (or ``postgres://``).
 
-        ``table`` and ``timeout`` are taken out; every other parameter goes to libpq.
+        ``table`` and ``timeout`` are taken out; libpq's own parameters (``sslmode``…) go to
+        libpq; any other is a :class:`ValueError` listing them (:data:`URL_PARAMETERS`).
         """
-        parts = urllib.parse.urlsplit(url)
-        query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-        options = dict(query)
+        options, passed_on = query_parameters(url, URL_PARAMETERS)
         try:
             timeout = float(options.get("timeout", DEFAULT_TIMEOUT))
         except ValueError:
-            raise ValueError(f"timeout in {url!r} must be a number of seconds") from None
-        rest = urllib.parse.urlencode([(name, value) for name, value in query if name not in _URL_OPTIONS])
-        dsn = urllib.parse.urlunsplit(parts._replace(query=rest))
-        return cls(dsn, options.get("table", DEFAULT_TABLE), timeout=timeout)
+            raise ValueError(f"timeout in {redact(url)!r} must be a number of seconds") from None
+        return cls(with_query(url, passed_on), options.get("table", DEFAULT_TABLE), timeout=timeout)
 
     # --- connection and errors ---------------------------------------------------------------
 
@@ -195,8 +214,15 @@ class PostgresEngine(Engine):
         return conn
 
     def _prepare(self, conn: psycopg.Connection) -> None:
-        """Set the statement timeout of a new connection; create the table on first use."""
+        """Set the statement timeout and the UTF-8 client encoding of a new connection; create
+        the table on first use.
+
+        The encoding makes the server check every value it sends: in a ``SQL_ASCII`` database,
+        which keeps any bytes, a value that is not UTF-8 fails as :class:`InvalidValueError`
+        instead of reaching Python as ``bytes``.
+        """
         conn.execute("SELECT set_config('statement_timeout', %s, false)", [str(int(self.timeout * 1000))])
+        conn.execute("SELECT set_config('client_encoding', 'UTF8', false)")
         if not self._ready:
             for statement in self._q.create:
                 conn.execute(statement)
@@ -215,6 +241,10 @@ class PostgresEngine(Engine):
             yield
         except WafsError:
             raise
+        except (psycopg.errors.CharacterNotInRepertoire, psycopg.errors.UntranslatableCharacter) as exc:
+            raise InvalidValueError(
+                f"PostgreSQL at {self._where()} holds text that is not UTF-8 ({action}): {exc}"
+            ) from exc
         except psycopg.errors.DiskFull as exc:
             raise NoSpaceError(f"PostgreSQL at {self._where()} is out of space ({action}): {exc}") from exc
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
@@ -241,7 +271,12 @@ class PostgresEngine(Engine):
             if value is None:
                 conn.execute(self._q.cascade, [key, _like_escape(key) + "/%"])
             else:
-                conn.execute(self._q.set, [key, value])
+                conn.execute(self._q.set, [key, _text(key, value)])
+
+    def add(self, key: str, value: str) -> bool:
+        """One ``INSERT … ON CONFLICT DO NOTHING``: atomic, True when the row was inserted."""
+        with self._session(f"add {key!r}") as conn:
+            return conn.execute(self._q.add, [key, _text(key, value)]).rowcount == 1
 
     def list(self, prefix: str = "", offset: int = 0, limit: int | None = 50) -> list[str]:
         with self._session(f"list {prefix!r}") as conn:
@@ -280,8 +315,9 @@ class PostgresEngine(Engine):
 
     def set_many(self, items: Mapping[str, str]) -> None:
         """One statement, so one transaction: all values are stored or none."""
+        values = [_text(key, value) for key, value in items.items()]
         with self._session(f"write {len(items)} keys") as conn:
-            conn.execute(self._q.set_many, [list(items.keys()), list(items.values())])
+            conn.execute(self._q.set_many, [list(items.keys()), values])
 
     def delete(self, key: str) -> None:
         with self._session(f"delete {key!r}") as conn:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import itertools
+import re
 import time
 import urllib.parse
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -31,7 +32,15 @@ from redis.cluster import RedisCluster
 from redis.retry import Retry
 
 from ..engine import Engine, Watch
-from ..errors import BackendError, BackendUnavailableError, NoSpaceError, WafsError
+from ..errors import (
+    BackendError,
+    BackendUnavailableError,
+    InvalidValueError,
+    NoSpaceError,
+    ValueTooLargeError,
+    WafsError,
+)
+from ..urls import WAFS, query_parameters, redact, with_query
 
 if TYPE_CHECKING:
     from .redis_feed import TOPOLOGY_POLL, RedisClusterWatch, RedisWatch, notifications_cover
@@ -54,9 +63,20 @@ CLUSTER_RETRIES = 3
 #: (failover, resharding), and the pause before each repeat (seconds).
 CLUSTER_PASSES = 4
 CLUSTER_PAUSE = 0.25
+#: Times a SCAN pass over one server starts again from cursor 0 when the server restarted
+#: under it (a new ``run_id``), before the scan fails with BackendUnavailableError.
+SCAN_RESTARTS = 3
 
 _GLOB_SPECIAL = frozenset(b"*?[]\\")
-_URL_OPTIONS = ("prefix", "timeout", "notifications")
+#: The query parameters of a Redis URL and who takes them: wafs, or redis-py (passed on).
+URL_PARAMETERS: dict[str, str] = {
+    **dict.fromkeys(("prefix", "timeout", "notifications"), WAFS),
+    **dict.fromkeys(("db", "username", "password", "client_name", "health_check_interval",
+                     "socket_keepalive", "protocol", "ssl_cert_reqs", "ssl_ca_certs", "ssl_ca_path",
+                     "ssl_certfile", "ssl_keyfile", "ssl_password", "ssl_check_hostname"), "redis-py"),
+}
+#: Redis refuses a bulk string longer than this (``proto-max-bulk-len``, 512 MiB by default).
+MAX_VALUE_BYTES = 512 * 1024 * 1024
 _T = TypeVar("_T")
 
 
@@ -66,19 +86,19 @@ class RedisClient(Protocol):
     Keys and values are passed as ``bytes``; replies may be ``bytes`` or ``str`` (a client
     created with ``decode_responses=True``). On a client that has ``mget_nonatomic`` /
     ``mset_nonatomic`` (``RedisCluster``), those are used instead of ``mget`` / ``mset``.
+    Pipelines are used for ``strlen``, ``exists``, and ``info`` with ``scan`` (see
+    :func:`_scan_server`).
     """
 
     def get(self, name: bytes) -> bytes | str | None: ...
 
-    def set(self, name: bytes, value: bytes) -> Any: ...
+    def set(self, name: bytes, value: bytes, *, nx: bool = False) -> Any: ...
 
     def mget(self, keys: Sequence[bytes]) -> list[bytes | str | None]: ...
 
     def mset(self, mapping: Mapping[bytes, bytes]) -> Any: ...
 
     def delete(self, *names: bytes) -> Any: ...
-
-    def scan_iter(self, match: bytes | None = None, count: int | None = None) -> Iterator[bytes | str]: ...
 
     def pipeline(self, transaction: bool = True) -> Any: ...
 
@@ -158,10 +178,43 @@ def _migrates_in(line: tuple[str, ...]) -> bool:
     return any("-<-" in field for field in line[4:])
 
 
+class _Restarted(Exception):
+    """A SCAN was answered by another life of the server than the one its pass began on."""
+
+
+def _scan_server(client: Any, pattern: bytes) -> Iterator[bytes | str]:
+    """One SCAN pass over the server of ``client`` (a ``redis.Redis``), or :class:`_Restarted`.
+
+    A SCAN cursor means something only to the server life that returned it, and redis-py's
+    retry resends a SCAN after a reconnect, to a server that may have restarted meanwhile
+    (from a dump: the same keys, another order) and answers the old cursor with a partial
+    pass. So every SCAN goes in one pipeline with ``INFO server``: both replies come from the
+    same connection, hence the same life, and a ``run_id`` other than the first reply's
+    raises :class:`_Restarted`. Keys yielded before that may repeat in a new pass.
+    """
+    cursor = 0
+    life = None
+    while True:
+        pipe = client.pipeline(transaction=False)
+        pipe.info("server")
+        pipe.scan(cursor, match=pattern, count=CHUNK)
+        info, (cursor, replies) = pipe.execute()
+        if life is None:
+            life = info.get("run_id")
+        elif info.get("run_id") != life:
+            raise _Restarted(f"run_id {life} became {info.get('run_id')}")
+        yield from replies
+        if int(cursor) == 0:
+            return
+
+
 #: redis-py errors of a server that cannot answer now (down, timed out, loading, failing over).
 _UNAVAILABLE = (rx.ConnectionError, rx.TimeoutError, rx.TryAgainError, rx.ClusterDownError, rx.ReadOnlyError,
                 rx.SlotNotCoveredError)
 _REFUSED = (rx.AuthenticationError, rx.AuthorizationError)
+#: How Redis says a client gave no credentials at all (RESP2 ``NOAUTH``, RESP3 ``HELLO``).
+_NO_CREDENTIALS = re.compile(r"NOAUTH|authentication required|HELLO must be called with the client already "
+                             r"authenticated", re.IGNORECASE)
 
 
 @contextlib.contextmanager
@@ -179,6 +232,11 @@ def _translated(where: str, action: str) -> Iterator[None]:
         raise
     except (rx.RedisError, rx.RedisClusterException) as exc:
         cause = exc.__cause__ if isinstance(exc, rx.RedisClusterException) else exc
+        if isinstance(cause, _REFUSED) and _NO_CREDENTIALS.search(str(cause)):
+            raise BackendError(
+                f"Redis at {where} requires a password: authentication required ({action}); give it in the "
+                "URL (redis://:PASSWORD@host…), best kept off the command line (--engine-file or WAFS_ENGINE)"
+            ) from exc
         if isinstance(cause, _REFUSED):
             raise BackendError(f"Redis at {where} refused the credentials ({action}): {exc}") from exc
         if isinstance(cause, _UNAVAILABLE) or isinstance(exc, _UNAVAILABLE):
@@ -186,9 +244,9 @@ def _translated(where: str, action: str) -> Iterator[None]:
         if isinstance(exc, rx.OutOfMemoryError):
             raise NoSpaceError(f"Redis at {where} is out of memory ({action}): {exc}") from exc
         raise BackendError(f"Redis at {where} failed ({action}): {exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise BackendError(
-            f"Redis at {where} returned data that is not UTF-8 ({action}); "
+    except UnicodeDecodeError as exc:  # a decode_responses=True client met bytes another client wrote
+        raise InvalidValueError(
+            f"Redis at {where} returned a key or value that is not UTF-8 text ({action}); "
             "a client created with decode_responses=False can read such keys"
         ) from exc
 
@@ -214,10 +272,12 @@ class RedisEngine(Engine):
     ``client`` is a redis-py ``Redis`` (or ``RedisCluster``, or anything that satisfies
     :class:`RedisClient`), created with ``decode_responses`` either way; a client made with
     ``decode_responses=True`` cannot return keys or values that are not UTF-8 and fails
-    with :class:`~wafs.errors.BackendError` on them. Thread-safe as far as the client is
+    with :class:`~wafs.errors.InvalidValueError` on them. Thread-safe as far as the client is
     (redis-py clients are).
 
-    Every failure surfaces as a :class:`~wafs.errors.BackendError`: an unreachable,
+    A stored value that is not UTF-8 text raises :class:`~wafs.errors.InvalidValueError`
+    (permanent: retrying cannot help). Every failure of the server surfaces as a
+    :class:`~wafs.errors.BackendError`: an unreachable,
     paused, loading or timed-out server as :class:`~wafs.errors.BackendUnavailableError`,
     raised from the redis-py exception. Keys returned by :meth:`list` and
     :meth:`iter_keys` are the stored ones, even when another client wrote keys that break
@@ -228,7 +288,7 @@ class RedisEngine(Engine):
 
     def __init__(self, client: RedisClient, prefix: str = DEFAULT_PREFIX, *,
                  enable_notifications: bool = False) -> None:
-        """``enable_notifications``: let :meth:`watch` turn on keyspace notifications (``Kg$``)."""
+        """``enable_notifications``: let :meth:`watch` turn on keyspace notifications (``Kg$xe``)."""
         if not isinstance(prefix, str):
             raise TypeError(f"prefix must be a str, not {type(prefix).__name__}")
         self.client = client
@@ -243,8 +303,9 @@ class RedisEngine(Engine):
     def from_url(cls, url: str) -> RedisEngine:
         """Open ``redis://[user:pass@]host:port/db?prefix=wa:default&timeout=5&notifications=enable``.
 
-        ``rediss://`` and ``unix:///path/redis.sock?db=0`` work as redis-py parses them; every
-        other query parameter goes to redis-py. ``redis+cluster://[user:pass@]host:port?prefix=…``
+        ``rediss://`` and ``unix:///path/redis.sock?db=0`` work as redis-py parses them. Query
+        parameters are those of :data:`URL_PARAMETERS`: wafs' own, and redis-py's (``db``,
+        ``client_name``, ``ssl_*``…) passed on; any other is a :class:`ValueError` listing them. ``redis+cluster://[user:pass@]host:port?prefix=…``
         opens a ``RedisCluster`` from that startup node (it discovers the others; same
         ``prefix`` and ``timeout``; no database number; see docs/cluster.md). ``prefix``
         defaults to ``wa:default``, ``timeout`` (seconds per command) to 5.
@@ -252,32 +313,33 @@ class RedisEngine(Engine):
         (``enable_notifications=True``). The client is created here, with
         ``decode_responses=False``, and closed by :meth:`close`.
         """
-        parts = urllib.parse.urlsplit(url)
-        query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-        options = dict(query)
+        options, passed_on = query_parameters(url, URL_PARAMETERS)
         prefix = options.get("prefix", DEFAULT_PREFIX)
         try:
             timeout = float(options.get("timeout", DEFAULT_TIMEOUT))
         except ValueError:
-            raise ValueError(f"timeout in {url!r} must be a number of seconds") from None
+            raise ValueError(f"timeout in {redact(url)!r} must be a number of seconds") from None
         if not timeout > 0:
-            raise ValueError(f"timeout in {url!r} must be > 0")
+            raise ValueError(f"timeout in {redact(url)!r} must be > 0")
         notifications = options.get("notifications", "")
         if notifications not in ("", "enable"):
-            raise ValueError(f"notifications in {url!r} must be 'enable' (or left out)")
-        rest = urllib.parse.urlencode([(name, value) for name, value in query if name not in _URL_OPTIONS])
+            raise ValueError(f"notifications in {redact(url)!r} must be 'enable' (or left out)")
         client: redis.Redis | RedisCluster
-        if parts.scheme.lower() == "redis+cluster":
-            client = _cluster_client(parts._replace(scheme="redis", query=rest), timeout)
+        if url.partition("://")[0].lower() == "redis+cluster":
+            parts = urllib.parse.urlsplit(url)._replace(scheme="redis")
+            client = _cluster_client(parts._replace(query=urllib.parse.urlencode(passed_on)), timeout)
         else:
-            client = redis.Redis.from_url(
-                urllib.parse.urlunsplit(parts._replace(query=rest)),
-                socket_timeout=timeout,
-                socket_connect_timeout=min(CONNECT_TIMEOUT, timeout),
-                retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), RETRIES,
-                            supported_errors=(rx.ConnectionError,)),
-                decode_responses=False,
-            )
+            try:
+                client = redis.Redis.from_url(
+                    with_query(url, passed_on),
+                    socket_timeout=timeout,
+                    socket_connect_timeout=min(CONNECT_TIMEOUT, timeout),
+                    retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), RETRIES,
+                                supported_errors=(rx.ConnectionError,)),
+                    decode_responses=False,
+                )
+            except TypeError as exc:  # a redis-py parameter this kind of connection does not take
+                raise ValueError(f"redis-py refused a parameter of {redact(url)!r}: {exc}") from None
         engine = cls(client, prefix, enable_notifications=notifications == "enable")
         engine._owned = client
         return engine
@@ -290,28 +352,59 @@ class RedisEngine(Engine):
     def _translated(self, action: str) -> contextlib.AbstractContextManager[None]:
         return _translated(_describe(self.client), action)
 
+    @staticmethod
+    def _encoded(key: str, value: str) -> bytes:
+        """``value`` as UTF-8, or :class:`ValueTooLargeError` at once past Redis' 512 MiB limit
+        (the server would drop the connection after reading it all, and every retry too)."""
+        if len(value) > MAX_VALUE_BYTES:  # at least one byte per character: too large, not encoded
+            size = len(value)
+        else:
+            data = value.encode("utf-8")
+            if len(data) <= MAX_VALUE_BYTES:
+                return data
+            size = len(data)
+        raise ValueTooLargeError(
+            f"the value of {key!r} is {size / 2**20:.0f} MiB or more; Redis holds at most "
+            f"{MAX_VALUE_BYTES // 2**20} MiB per value"
+        )
+
     def _value(self, reply: bytes | str | None, key: str) -> str | None:
         if reply is None or isinstance(reply, str):
             return reply
         try:
             return reply.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise BackendError(
-                f"the value of {self.prefix}:{key} in Redis at {_describe(self.client)} is not UTF-8 text"
+            raise InvalidValueError(
+                f"the value of {self.prefix}:{key} in Redis at {_describe(self.client)} is not UTF-8 text "
+                f"(byte 0x{reply[exc.start]:02x} at offset {exc.start}; written by another client)"
             ) from exc
 
     def _scan(self, start: bytes) -> Iterator[bytes]:
-        """Yield each full key starting with ``start`` once, as bytes, streaming one SCAN pass."""
+        """Yield each full key starting with ``start`` once, as bytes, streaming one SCAN pass.
+
+        The pass completes against one server life: when the server restarted under it, the
+        pass starts again from cursor 0 (keys already yielded are not yielded again), at most
+        :data:`SCAN_RESTARTS` times, then :class:`BackendUnavailableError`. Never a partial pass.
+        """
         seen: set[bytes] = set()
         pattern = _glob_escape(start) + b"*"
         with self._translated(f"scan {_text(start)}*"):
-            replies = (self._scan_cluster(pattern) if isinstance(self.client, RedisCluster)
-                       else self.client.scan_iter(match=pattern, count=CHUNK))
-            for reply in replies:
-                full = _as_bytes(reply)
-                if full.startswith(start) and full not in seen:
-                    seen.add(full)
-                    yield full
+            for _ in range(SCAN_RESTARTS + 1):
+                replies = (self._scan_cluster(pattern) if isinstance(self.client, RedisCluster)
+                           else _scan_server(self.client, pattern))
+                try:
+                    for reply in replies:
+                        full = _as_bytes(reply)
+                        if full.startswith(start) and full not in seen:
+                            seen.add(full)
+                            yield full
+                    return
+                except _Restarted as exc:
+                    restarted = exc
+            raise BackendUnavailableError(
+                f"Redis at {_describe(self.client)} restarted during each of {SCAN_RESTARTS + 1} SCAN passes "
+                f"of {_text(start)}* ({restarted})"
+            )
 
     def _scan_cluster(self, pattern: bytes) -> Iterator[bytes | str]:
         """SCAN every primary of the cluster with its own cursor; repeat while the layout moved.
@@ -322,8 +415,9 @@ class RedisEngine(Engine):
         is read before and after the pass: when it changed, the client refreshes its slot map
         and the pass is repeated (the caller drops repeats). While a slot is migrating, the
         node it leaves is scanned before the node it goes to, so a key moving during the pass
-        is met on one of them. A node that cannot be reached ends the pass the same way; after
-        :data:`CLUSTER_PASSES` passes the error (or ``CLUSTERDOWN``) is raised.
+        is met on one of them. A node that cannot be reached, or that restarted during its
+        SCAN (:func:`_scan_server`), ends the pass the same way; after :data:`CLUSTER_PASSES`
+        passes the error (or ``CLUSTERDOWN``) is raised.
         """
         client = self.client
         assert isinstance(client, RedisCluster)
@@ -333,10 +427,10 @@ class RedisEngine(Engine):
                 order = sorted(client.get_primaries(), key=lambda node: (
                     not _migrates_out(before[node.name]), _migrates_in(before[node.name])))
                 for node in order:
-                    yield from client.get_redis_connection(node).scan_iter(match=pattern, count=CHUNK)
+                    yield from _scan_server(client.get_redis_connection(node), pattern)
                 if self._cluster_layout() == before:
                     return
-            except (rx.ConnectionError, rx.TimeoutError):
+            except (rx.ConnectionError, rx.TimeoutError, _Restarted):
                 if attempt == CLUSTER_PASSES:
                     raise
             client.nodes_manager.initialize()
@@ -375,7 +469,12 @@ class RedisEngine(Engine):
             self._cascade([key])
             return
         with self._translated(f"set {key!r}"):
-            self.client.set(self._full(key), value.encode("utf-8"))
+            self.client.set(self._full(key), self._encoded(key, value))
+
+    def add(self, key: str, value: str) -> bool:
+        """``SET key value NX``: atomic on the server, True when it stored the value."""
+        with self._translated(f"add {key!r}"):
+            return bool(self.client.set(self._full(key), self._encoded(key, value), nx=True))
 
     def list(self, prefix: str = "", offset: int = 0, limit: int | None = 50) -> list[str]:
         """Keys under ``prefix`` in code point order; reads the whole match set, then pages it."""
@@ -391,6 +490,7 @@ class RedisEngine(Engine):
         return (_text(full[base:]) for full in self._scan(self._full(prefix)))
 
     def get_many(self, keys: Iterable[str]) -> dict[str, str | None]:
+        """MGET per chunk of 1000 keys; one value that is not UTF-8 fails the whole call."""
         keys = list(keys)
         replies: dict[str, bytes | str | None] = {}
         with self._translated(f"read {len(keys)} keys"):
@@ -400,7 +500,7 @@ class RedisEngine(Engine):
 
     def set_many(self, items: Mapping[str, str]) -> None:
         """MSET per chunk of 1000 keys: each chunk is atomic, the whole call is not."""
-        pairs = [(self._full(key), value.encode("utf-8")) for key, value in items.items()]
+        pairs = [(self._full(key), self._encoded(key, value)) for key, value in items.items()]
         with self._translated(f"write {len(pairs)} keys"):
             for chunk in _chunks(pairs):
                 self._mset(dict(chunk))
@@ -448,9 +548,13 @@ class RedisEngine(Engine):
     def watch(self, on_change: Callable[[str | None, bool], None]) -> Watch | None:
         """Follow this prefix through Redis keyspace notifications (``__keyspace@{db}__:{prefix}:*``).
 
-        Needs ``notify-keyspace-events`` with ``K`` and ``g$`` (or ``A``). When the server has
-        them off, returns ``None`` (callers poll) unless the engine was made with
-        ``enable_notifications=True``: then ``CONFIG SET`` adds ``Kg$`` to the server's flags.
+        Needs ``notify-keyspace-events`` with ``K`` and ``g$xe`` (or ``A``): every event by
+        which a key appears or disappears (``set``, ``del``, ``rename_from``/``rename_to``,
+        ``move_from``/``move_to``, ``expired``, ``evicted``…). What no event tells (FLUSHDB,
+        FLUSHALL, SWAPDB, a resync from another primary, a reconnect) is told as
+        ``on_change(None, True)``, a rescan. When the server lacks some of those flags, returns
+        ``None`` (callers poll) unless the engine was made with ``enable_notifications=True``:
+        then ``CONFIG SET`` adds the missing ones to the server's flags.
         On a ``RedisCluster`` client, every primary is subscribed (:class:`RedisClusterWatch`)
         and every primary must have them (enabling sets them on every node, replicas too).
         Also ``None`` for clients that are neither and when ``CONFIG GET`` is refused (managed

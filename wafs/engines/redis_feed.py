@@ -28,11 +28,18 @@ from .redis import _as_bytes, _describe, _glob_escape, _layout_line, _text
 
 log = logging.getLogger(__name__)
 
-#: Event classes the feed needs in ``notify-keyspace-events``: keyspace channel, generic, string.
-NEEDED_EVENTS = "Kg$"
-#: Keyspace events that remove the key; every other event (``set``, ``rename_to``, ``append``,
-#: ``copy_to``, ``restore``, …) leaves a value under it.
+#: Event classes the feed needs in ``notify-keyspace-events``: keyspace channel, generic
+#: (``del``, ``rename_from``/``rename_to``, ``move_from``/``move_to``, …), string, expired and
+#: evicted keys. With fewer, keys would vanish unseen: the feed is not used (callers poll).
+NEEDED_EVENTS = "Kg$xe"
+#: Keyspace events that remove the key; every other event (``set``, ``rename_to``, ``move_to``,
+#: ``append``, ``copy_to``, ``restore``, …) leaves a value under it.
 _GONE_EVENTS = frozenset({b"del", b"expired", b"evicted", b"rename_from", b"move_from"})
+#: Commands that empty or swap the whole database without one keyspace event.
+_SILENT_COMMANDS = ("flushdb", "flushall", "swapdb")
+#: Seconds between two looks at the server's counts of those commands and its replication id
+#: (a full resync from a new primary, a promotion): a change makes the caller rescan.
+DATASET_POLL = 1.0
 #: Keyspace events that change no value (a TTL set or cleared, the key-created hint).
 _QUIET_EVENTS = frozenset({b"expire", b"persist", b"new"})
 #: Seconds between PINGs on the notification connection, and how long it may stay silent.
@@ -56,8 +63,20 @@ _POOL_ONLY = ("maint_notifications_pool_handler", "maint_notifications_config", 
 
 
 def notifications_cover(flags: str) -> bool:
-    """True when ``notify-keyspace-events`` flags publish keyspace events for keys and strings."""
-    return "K" in flags and ("A" in flags or ("g" in flags and "$" in flags))
+    """True when ``notify-keyspace-events`` flags publish every keyspace event the feed needs
+    (:data:`NEEDED_EVENTS`; ``A`` holds all but ``K``)."""
+    return "K" in flags and ("A" in flags or all(flag in flags for flag in NEEDED_EVENTS[1:]))
+
+
+def _dataset_marks(client: redis.Redis) -> tuple[object, ...]:
+    """What changes when the server's data is replaced without keyspace events: the calls of
+    :data:`_SILENT_COMMANDS` so far and the replication id. One round trip."""
+    pipe = client.pipeline(transaction=False)
+    pipe.info("commandstats")
+    pipe.info("replication")
+    stats, replication = pipe.execute()
+    calls = tuple(stats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in _SILENT_COMMANDS)
+    return (*calls, replication.get("master_replid"))
 
 
 class _FeedLost(rx.ConnectionError):
@@ -92,6 +111,10 @@ def _notifications_on(client: redis.Redis, enable: bool) -> bool:
     if notifications_cover(flags):
         return True
     if not enable:
+        if flags:
+            log.warning("notify-keyspace-events of %s is %r, which misses events the change feed needs "
+                        "(expired or evicted keys, say); polling. Set it to %r to follow changes",
+                        _describe(client), flags, NEEDED_EVENTS)
         return False
     added = "".join(flag for flag in NEEDED_EVENTS if flag not in flags)
     client.config_set("notify-keyspace-events", flags + added)
@@ -107,7 +130,9 @@ class _Subscriber:
     :class:`RedisClusterWatch` (one per primary) run. The subscription is confirmed before the
     constructor returns. Any loss of the connection (or a redis-py reconnect, seen as a second
     subscription confirmation) calls ``on_loss()`` at once and ``on_change(None, True)`` once
-    the subscription is back: events were lost and the caller rescans.
+    the subscription is back: events were lost and the caller rescans. So does a FLUSHDB,
+    FLUSHALL or SWAPDB, or a new replication id (:func:`_dataset_marks`, every
+    :data:`DATASET_POLL` s): the data changed without an event per key.
     """
 
     def __init__(self, client: redis.Redis, channel: bytes, on_change: Callable[[str | None, bool], None],
@@ -119,6 +144,7 @@ class _Subscriber:
         self._pattern = _glob_escape(channel) + b"*"
         self._on_change = on_change
         self._on_loss = on_loss
+        self._marks: tuple[object, ...] = ()
         self._stop = threading.Event()
         try:
             pubsub = self._subscribe()  # in the caller's thread: fails loudly when Redis is down
@@ -151,6 +177,7 @@ class _Subscriber:
 
     def _subscribe(self) -> PubSub:
         """A new PSUBSCRIBE on a fresh connection, returned once Redis confirmed it."""
+        marks = _dataset_marks(self._client)  # before: a FLUSHDB from now on is noticed
         pubsub: PubSub = self._client.pubsub()
         try:
             pubsub.psubscribe(self._pattern)
@@ -158,6 +185,7 @@ class _Subscriber:
             while time.monotonic() < deadline:
                 message = pubsub.get_message(timeout=0.1)
                 if message is not None and message["type"] == "psubscribe":
+                    self._marks = marks
                     return pubsub
             raise _FeedLost("the subscription was not confirmed")
         except BaseException:
@@ -194,12 +222,15 @@ class _Subscriber:
 
     def _follow(self, pubsub: PubSub) -> None:
         """Deliver events until stopped; raises when the connection fails or goes silent."""
-        heard = pinged = time.monotonic()
+        heard = pinged = looked = time.monotonic()
         while not self._stop.is_set():
             now = time.monotonic()
             if now - pinged >= HEARTBEAT:
                 pubsub.ping()
                 pinged = now
+            if now - looked >= DATASET_POLL:
+                self._look_at_the_dataset()
+                looked = now
             if now - heard > SILENCE:
                 raise _FeedLost(f"no answer for {SILENCE:.0f} s")
             message = pubsub.get_message(timeout=0.2)
@@ -210,6 +241,14 @@ class _Subscriber:
                 self._lost()  # redis-py reconnected and subscribed again by itself
             elif message["type"] == "pmessage":
                 self._deliver(message["channel"], message["data"])
+
+    def _look_at_the_dataset(self) -> None:
+        marks = _dataset_marks(self._client)
+        if marks != self._marks:
+            self._marks = marks
+            log.warning("the data of %s was replaced without keyspace events (FLUSHDB, FLUSHALL, SWAPDB or "
+                        "a resync); rescanning", self._where)
+            self._on_change(None, True)
 
     def _deliver(self, channel: bytes, event: bytes) -> None:
         if not channel.startswith(self._channel) or event in _QUIET_EVENTS:
@@ -328,7 +367,7 @@ def watch_cluster(client: RedisCluster, base: bytes, on_change: Callable[[str | 
     """A :class:`RedisClusterWatch` of the keys starting with ``base`` on every primary of ``client``'s
     cluster, or ``None`` when a primary lacks notifications and ``enable`` is off.
 
-    With ``enable``, ``Kg$`` is added on every reachable node, replicas included, so a replica
+    With ``enable``, ``Kg$xe`` is added on every reachable node, replicas included, so a replica
     promoted later already publishes events.
     """
     topology = _Topology(client)
@@ -361,7 +400,7 @@ class RedisClusterWatch(Watch):
     :data:`TOPOLOGY_POLL` s and at once when a subscription drops; when they changed
     (failover, new primary, resharding), it subscribes to the new primaries, drops the old ones
     and then calls ``on_change(None, True)`` so the caller rescans. A primary that publishes
-    no events (promoted without ``Kg$`` while enabling was not asked) is covered by a rescan
+    no events (promoted without ``Kg$xe`` while enabling was not asked) is covered by a rescan
     every poll, with a warning.
     """
 

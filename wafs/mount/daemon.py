@@ -19,6 +19,7 @@ from pathlib import Path
 from ..engine import Engine
 from ..errors import WafsError
 from ..registry import open_engine
+from ..urls import redact
 from .fuse import Session
 from .operations import Operations
 from .options import MountOptions
@@ -53,8 +54,23 @@ def _unescape(field: str) -> str:
     return field.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
 
 
+def _enclosing_wafs_mount(path: str) -> str | None:
+    """The wafs mount that ``path`` lies inside (below its mountpoint), or None."""
+    target = os.path.realpath(path)
+    found = None
+    with open("/proc/self/mounts", encoding="utf-8") as mounts:
+        for line in mounts:
+            fields = line.split()
+            if len(fields) > 2 and fields[2] == "fuse.wafs":
+                outer = _unescape(fields[1])
+                if target.startswith(outer.rstrip("/") + "/"):
+                    found = outer
+    return found
+
+
 def check_mountpoint(mountpoint: str) -> None:
-    """Refuse a mountpoint that is missing, in use, or left stale by a dead daemon."""
+    """Refuse a mountpoint that is missing, in use, left stale by a dead daemon, not empty, or
+    inside another wafs mount, saying which."""
     try:
         os.stat(mountpoint)
     except OSError as exc:
@@ -67,6 +83,14 @@ def check_mountpoint(mountpoint: str) -> None:
         raise MountError(f"cannot mount on {mountpoint}: not a directory")
     if mounted_at(mountpoint):
         raise MountError(f"{mountpoint} is already mounted: run 'wafs umount {mountpoint}' first")
+    outer = _enclosing_wafs_mount(mountpoint)
+    if outer is not None:
+        raise MountError(f"cannot mount on {mountpoint}: it is inside the wafs mount at {outer}, whose "
+                         "directories are keys of that store; choose a directory outside it")
+    entries = sorted(os.listdir(mountpoint))
+    if entries:
+        raise MountError(f"cannot mount on {mountpoint}: the directory is not empty ({len(entries)} entries, "
+                         f"such as {entries[0]!r}), and a mount would hide them; choose an empty directory")
 
 
 def serve(engine: Engine, mountpoint: str, options: MountOptions,
@@ -163,7 +187,7 @@ def mount(engine_url: str, mountpoint: str, options: MountOptions, *, foreground
                 serve(engine, mountpoint, options, on_ready=lambda: _say(write_end, READY),
                       refresh_on_sighup=True)
         except BaseException as exc:  # tell the parent why, whatever it was
-            log.exception("mount of %s failed", engine_url)
+            log.exception("mount of %s failed", redact(engine_url))
             _say(write_end, f"{exc}\n".encode())
             os._exit(1)
         os._exit(0)
@@ -209,7 +233,7 @@ def _wait_for_daemon(read_end: int, pid: int, mountpoint: str, log_file: str | N
     if message is not None and message != READY:
         os.waitpid(pid, 0)
         reason = message.decode(errors="replace").strip() or "the daemon exited without a word"
-        raise MountError(f"could not mount at {mountpoint}: {reason}")
+        raise MountError(f"could not mount at {mountpoint}: {reason}{_fuse_said(log_file, log_start)}")
     if message == READY:
         while time.monotonic() < deadline:
             if mounted_at(mountpoint):
@@ -258,6 +282,21 @@ def _size(path: str | None) -> int:
         return os.path.getsize(path) if path else 0
     except OSError:
         return 0
+
+
+def _fuse_said(log_file: str | None, start: int) -> str:
+    """What libfuse and fusermount3 wrote to the daemon's log past byte ``start`` (their reason
+    for refusing a mount: a mountpoint they will not use, a missing permission), as ``: …``."""
+    if not log_file:
+        return ""
+    try:
+        with open(log_file, "rb") as log_text:
+            log_text.seek(start)
+            lines = log_text.read().decode(errors="replace").splitlines()
+    except OSError:
+        return ""
+    said = [line.strip() for line in lines if line.startswith(("fuse:", "fusermount"))]
+    return "".join(f": {line}" for line in said)
 
 
 def _log_since(log_file: str | None, start: int, limit: int = 2000) -> str:
