@@ -1,0 +1,379 @@
+"""``wafs mount --view chats``: real mounts of demo sessions, read with real ls, cat, grep, tail -f.
+
+Two stores: a FileEngine (no change feed: the daemon renders again every ``--ttl``) and Redis
+with keyspace notifications (the feed). A second client, the bot, writes messages as
+``wafs.demo`` lays them out (a message's ``index``, ``raw`` and ``content``, then the chat's
+``messages`` index); what the mount shows is compared with a :class:`ChatsView` of the store
+made afresh. Every wait has a deadline; the measured times are printed (``pytest -s``) and
+are the figures in docs/chats.md ("Live view").
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import select
+import subprocess
+import time
+import urllib.parse
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from wafs import Engine, FileEngine
+from wafs.chats import ChatOptions, ChatsView
+from wafs.demo import write_demo
+from wafs.engines.redis import RedisEngine
+from wafs.keys import (
+    MessageRef,
+    chat_key,
+    chat_messages_key,
+    format_messages_index,
+    message_key,
+    parse_messages_index,
+)
+from wafs.mount import MountOptions, mounted_at
+
+from .helpers import cat, ls, wait_for
+from .mounting import daemon_mounted, environment, mounted, sh, wafs
+from .servers import RedisServer, running_redis, stop_the_run_if_missing
+
+UTC = ChatOptions(timezone="UTC")
+#: What one check may take beyond the change itself: the daemon rendering the chat again, a
+#: command starting, the machine being busy.
+SLACK = 0.5
+#: GNU tail -f on a FUSE mount polls (no inotify there): it looks at the file once a second.
+TAIL_SECONDS = 1.0
+POLL_TTL = 1.0
+FEED_TTL = 60.0  # with the feed, a change can only show up in time through an event
+#: The visibility bound of each store (docs/chats.md): the feed's event latency, or the TTL
+#: of the polling pass plus one pass over this small store.
+BOUND = {"redis": SLACK, "file": POLL_TTL + SLACK}
+#: The first bytes of each demo media kind (wafs.demo.MEDIA).
+MAGIC = {".jpg": b"\xff\xd8\xff", ".opus": b"OggS", ".pdf": b"%PDF", ".mp4": b"\x00\x00\x00\x18ftyp",
+         ".webp": b"RIFF"}
+
+
+@dataclass
+class Live:
+    kind: str
+    mnt: Path
+    bot: Engine  # another client of the same store
+    bound: float
+
+    def view(self) -> ChatsView:
+        """The chats as a fresh view of the store renders them now."""
+        return ChatsView(self.bot, UTC)
+
+
+def set_notifications(server: RedisServer, flags: str) -> None:
+    client = server.client()
+    try:
+        client.config_set("notify-keyspace-events", flags)
+    finally:
+        client.close()
+
+
+def subscribers(server: RedisServer) -> int:
+    client = server.client()
+    try:
+        return sum(c.get("psub") == "1" for c in client.client_list(_type="pubsub"))
+    finally:
+        client.close()
+
+
+@pytest.fixture(params=["file", "redis"])
+def live(request: pytest.FixtureRequest, tmp_path: Path, prefix: str) -> Iterator[Live]:
+    """A demo session mounted with ``--view chats``, and the bot writing to its store."""
+    kind = request.param
+    if kind == "file":
+        engine: Engine = FileEngine(tmp_path / "store")
+        bot: Engine = FileEngine(tmp_path / "store")
+        ttl = POLL_TTL
+    else:
+        server = request.getfixturevalue("redis_server")
+        set_notifications(server, "")
+        query = urllib.parse.urlencode({"prefix": prefix, "notifications": "enable"})
+        engine = RedisEngine.from_url(f"{server.url}?{query}")
+        bot = server.engine(prefix=prefix)
+        ttl = FEED_TTL
+    write_demo(bot, chats=6, messages=12, seed=16)
+    try:
+        with mounted(engine, tmp_path / "mnt", view="chats", chat_options=UTC, ttl=ttl) as mnt:
+            if kind == "redis":
+                assert subscribers(server) == 1  # the mount follows the feed
+            yield Live(kind, mnt, bot, BOUND[kind])
+    finally:
+        engine.close()
+        bot.close()
+        if kind == "redis":
+            set_notifications(server, "")
+
+
+# --- what the bot writes --------------------------------------------------------------------------
+
+
+def new_mid() -> str:
+    return "3EB0" + uuid.uuid4().hex[:18].upper()
+
+
+def store_message(bot: Engine, cid: str, message: dict[str, object], *, from_me: bool = True,
+                  text: str | None = None) -> str:
+    """Store one message as Baileys (and wafs.demo) lays it out; returns its id."""
+    mid = new_mid()
+    index = parse_messages_index(bot.get(chat_messages_key(cid)))
+    timestamp = max([int(time.time())] + [ref.timestamp + 1 for ref in index])
+    key = {"remoteJid": cid, "fromMe": from_me, "id": mid}
+    raw = {"key": key, "messageTimestamp": timestamp, "pushName": "Tienda", "message": message}
+    bot.set_many({
+        message_key(cid, mid, "index"): json.dumps({"id": mid, "cid": cid, "fromMe": from_me,
+                                                   "timestamp": timestamp, "type": "text", "text": text}),
+        message_key(cid, mid, "raw"): json.dumps(raw),
+        message_key(cid, mid, "content"): text or "",
+    })
+    bot.set(chat_messages_key(cid), format_messages_index([*index, MessageRef(timestamp, mid)]))
+    return mid
+
+
+def say(bot: Engine, cid: str, text: str) -> str:
+    return store_message(bot, cid, {"conversation": text}, text=text)
+
+
+def revoke(bot: Engine, cid: str, target: str) -> str:
+    """Delete message ``target`` for everyone: a later REVOKE protocol message."""
+    return store_message(bot, cid, {"protocolMessage": {"key": {"remoteJid": cid, "id": target}, "type": 0}})
+
+
+def transcript_path(mnt: Path, folder: str) -> Path:
+    return mnt / folder / f"{folder}.txt"
+
+
+# --- reading ----------------------------------------------------------------------------------------
+
+
+def test_ls_shows_one_folder_per_chat_and_its_files(live: Live) -> None:
+    view = live.view()
+    folders = [info.folder for info in view.chats()]
+    assert len(folders) == 6
+    assert ls(live.mnt) == folders
+    files = view.files()
+    for folder in folders:
+        assert ls(live.mnt / folder) == sorted(path.split("/", 1)[1] for path in files
+                                               if path.startswith(folder + "/"))
+    found = sh(f"cd '{live.mnt}' && find . -type f | sort").stdout.splitlines()
+    assert found == sorted(f"./{path}" for path, info in files.items() if info.kind != "dir")
+
+
+def test_cat_gives_the_views_bytes_and_stat_their_sizes_and_times(live: Live) -> None:
+    view = live.view()
+    media = 0
+    for path, info in view.files().items():
+        target = live.mnt / path
+        stat = os.stat(target)
+        assert int(stat.st_mtime) == int(info.mtime), path  # the newest message's time
+        if info.kind == "dir":
+            continue
+        data = subprocess.run(["cat", str(target)], capture_output=True, check=True, timeout=30).stdout
+        assert data == view.read(path), path
+        assert stat.st_size == info.size == len(data), path
+        assert stat.st_mode & 0o777 == 0o400
+        if info.kind == "media":
+            media += 1
+            assert data.startswith(MAGIC[target.suffix]), path  # decoded from the base64 content
+    assert media > 0
+
+
+def test_grep_r_finds_message_text(live: Live) -> None:
+    view = live.view()
+    first = view.chats()[0]
+    line = view.render(first.cid).lines[-1]
+    needle = line.text.splitlines()[-1][:30]
+    expected = sorted(f"{live.mnt}/{path}" for path, info in view.files().items()
+                      if info.kind != "dir" and needle.encode() in view.read(path))
+    assert f"{live.mnt}/{first.folder}/{first.transcript}" in expected
+    found = sh(f"grep -rlF -- '{needle}' '{live.mnt}'").stdout.splitlines()
+    assert sorted(found) == expected
+
+
+def test_the_view_is_read_only(live: Live) -> None:
+    folder = live.view().chats()[0].folder
+    for command in [f"touch '{live.mnt}/new.txt'", f"echo x >> '{transcript_path(live.mnt, folder)}'",
+                    f"rm '{transcript_path(live.mnt, folder)}'", f"mkdir '{live.mnt}/x'"]:
+        result = sh(command, check=False)
+        assert result.returncode != 0 and "Read-only file system" in result.stderr, (command, result.stderr)
+    assert "ro" in next(line for line in Path("/proc/self/mounts").read_text().splitlines()
+                        if f" {live.mnt} " in line).split()[3].split(",")
+
+
+# --- live -------------------------------------------------------------------------------------------
+
+
+class Tail:
+    """A real ``tail -n0 -f FILE`` and what it printed so far."""
+
+    def __init__(self, path: Path) -> None:
+        self.process = subprocess.Popen(["tail", "-n0", "-f", str(path)], stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, env=environment())
+        self.output = b""
+
+    def printed(self, text: str) -> bool:
+        assert self.process.stdout is not None
+        while select.select([self.process.stdout], [], [], 0)[0]:
+            chunk = os.read(self.process.stdout.fileno(), 65536)
+            if not chunk:
+                break
+            self.output += chunk
+        assert self.process.poll() is None, "tail exited"
+        return text.encode() in self.output
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait(10)
+
+
+def test_a_message_from_the_bot_shows_at_the_end_of_the_transcript_in_tail_f(live: Live) -> None:
+    view = live.view()
+    chat = view.chats()[1]
+    path = transcript_path(live.mnt, chat.folder)
+    before = path.read_bytes()
+    ino = os.stat(path).st_ino
+    tail = Tail(path)
+    try:
+        time.sleep(TAIL_SECONDS + 0.2)  # tail has read to the end and polls
+        for round_ in range(3):
+            text = f"pedido {round_} listo {uuid.uuid4().hex[:6]}"
+            say(live.bot, chat.cid, text)
+            wait_for(f"{live.kind}: a new message in tail -f (round {round_})",
+                     lambda text=text: tail.printed(text), live.bound + TAIL_SECONDS)
+    finally:
+        tail.stop()
+    after = live.view().read(f"{chat.folder}/{chat.transcript}")
+    assert after.startswith(before)
+    assert tail.output == after[len(before):]  # tail printed exactly the new lines
+    assert path.read_bytes() == after
+    assert os.stat(path).st_ino == ino  # it only grew: the same file
+    assert os.stat(path).st_size == len(after)
+
+
+def test_a_new_chat_and_a_new_message_show_within_the_bound(live: Live) -> None:
+    cid = "5491177778888@s.whatsapp.net"
+    assert ls(live.mnt / "Zoe Nueva (5491177778888)", expect=errno.ENOENT) is None  # a negative entry
+    live.bot.set(chat_key(cid), json.dumps({"id": cid, "name": "Zoe Nueva"}))
+    say(live.bot, cid, "hola, soy nueva")
+    folder = "Zoe Nueva (5491177778888)"
+    wait_for(f"{live.kind}: a new chat (ls)", lambda: folder in ls(live.mnt), live.bound)
+    wait_for(f"{live.kind}: its first message (cat)",
+             lambda: "hola, soy nueva" in (cat(transcript_path(live.mnt, folder), expect=errno.ENOENT) or ""),
+             live.bound)
+    assert cat(transcript_path(live.mnt, folder)).encode() == live.view().read(f"{folder}/{folder}.txt")
+
+
+def test_a_reader_holding_the_transcript_open_reads_one_value(live: Live) -> None:
+    """A change that is not an append gives the path a new inode; an open one keeps its bytes."""
+    view = live.view()
+    chat = view.chats()[2]
+    rendered = view.render(chat.cid)
+    target = next(line for line in rendered.lines
+                  if line.mid and not line.placeholder and "deleted" not in line.text)
+    path = transcript_path(live.mnt, chat.folder)
+    old = path.read_bytes()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        start = os.read(fd, 40)
+        ino = os.fstat(fd).st_ino
+        revoke(live.bot, chat.cid, target.mid or "")
+        new = live.view().read(f"{chat.folder}/{chat.transcript}")
+        assert b"deleted" in new and not new.startswith(old)  # not an append
+        wait_for(f"{live.kind}: a revoked message (cat)", lambda: cat(path).encode() == new, live.bound)
+        rest = b""
+        while chunk := os.read(fd, 7):
+            rest += chunk
+        assert start + rest == old  # the open file is the version it was opened at, whole
+        assert os.fstat(fd).st_ino == ino != os.stat(path).st_ino  # the path is a new file
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == new
+
+    # An append keeps the file: an open reader reads on into the new lines.
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert os.read(fd, len(new) + 100) == new
+        say(live.bot, chat.cid, "y una cosa más")
+        wait_for(f"{live.kind}: the open file grew (fstat)", lambda: os.fstat(fd).st_size > len(new),
+                 live.bound)
+        more = os.read(fd, 1 << 16)
+    finally:
+        os.close(fd)
+    assert new + more == live.view().read(f"{chat.folder}/{chat.transcript}")
+    assert more.endswith("You: y una cosa más\n".encode())
+
+
+# --- a store that is down ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def private_redis(request: pytest.FixtureRequest) -> Iterator[RedisServer]:
+    """A redis-server of this module only: it is stopped here."""
+    with stop_the_run_if_missing(request), running_redis() as server:
+        yield server
+
+
+def test_a_store_that_is_down_gives_eio_never_enoent_and_the_view_recovers(
+        private_redis: RedisServer, tmp_path: Path) -> None:
+    engine = private_redis.engine(prefix="wa:chats-down", timeout=1.0)
+    try:
+        write_demo(engine, chats=3, messages=5, seed=2)
+        folders = [info.folder for info in ChatsView(engine, UTC).chats()]
+        with mounted(engine, tmp_path / "mnt", view="chats", chat_options=UTC, ttl=POLL_TTL) as mnt:
+            assert ls(mnt) == folders
+            transcript = transcript_path(mnt, folders[0])
+            assert cat(transcript)
+            private_redis.stop()
+            time.sleep(POLL_TTL + 1.5)  # a pass failed, the kernel's names and attributes expired
+            started = time.monotonic()
+            for command in [f"ls '{mnt}'", f"ls '{mnt}/{folders[1]}'", f"cat '{transcript}'",
+                            f"grep -r x '{mnt}'", f"ls -lR '{mnt}'"]:
+                result = sh(command, check=False)
+                assert result.returncode != 0, (command, result.stdout)
+                assert "Input/output error" in result.stderr, (command, result.stderr)
+                assert "No such file" not in result.stderr, (command, result.stderr)
+            print(f"5 commands failed with EIO in {time.monotonic() - started:.1f} s")
+            private_redis.start()
+            write_demo(engine, chats=3, messages=5, seed=2)  # the restarted server is empty
+            wait_for("the view after the store came back (ls)",
+                     lambda: ls(mnt, expect=errno.EIO) == folders, POLL_TTL + 5.0)
+            assert cat(transcript).encode() == ChatsView(engine, UTC).read(f"{folders[0]}/{folders[0]}.txt")
+    finally:
+        if private_redis.pid is None:
+            private_redis.start()
+        engine.close()
+
+
+# --- the command line -------------------------------------------------------------------------------
+
+
+def test_wafs_mount_view_chats_serves_the_transcripts(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    write_demo(FileEngine(store), chats=3, messages=4, seed=5)
+    view = ChatsView(FileEngine(store), ChatOptions(locale="en_US", timezone="UTC"))
+    mnt = tmp_path / "chats"
+    with daemon_mounted(mnt, f"file://{store}", "--view", "chats", "--locale", "en_US", "--timezone", "UTC"):
+        assert (mounted_at(mnt) or "").startswith("fuse")
+        assert ls(mnt) == [info.folder for info in view.chats()]
+        folder = view.chats()[0].folder
+        assert cat(transcript_path(mnt, folder)).encode() == view.read(f"{folder}/{folder}.txt")
+        assert "wafs:chats:FileEngine" in Path("/proc/self/mounts").read_text()
+    refused = wafs("mount", str(tmp_path / "other"), "--engine", f"file://{store}", "--timezone", "UTC",
+                   check=False)
+    assert refused.returncode != 0 and "--view chats" in refused.stderr
+    bad = wafs("mount", str(tmp_path / "other"), "--view", "chats", "--timezone", "Mars/Olympus", check=False)
+    assert bad.returncode != 0 and "unknown time zone" in bad.stderr
+
+
+def test_mount_options_choose_the_view() -> None:
+    assert MountOptions().view == "raw"
+    assert MountOptions(view="chats", chat_options=UTC).chat_options.timezone == "UTC"
