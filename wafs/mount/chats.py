@@ -50,6 +50,7 @@ from typing import ParamSpec, TypeVar
 
 from ..chats import ChatsView
 from ..engine import Engine, Watch
+from ..keys import chat_messages_key
 from . import fuse
 from .fuse import Attributes, Entry, FuseError, Opened
 from .inodes import Inode, InodeTable
@@ -60,8 +61,8 @@ from .values import ValueCache, digest
 
 log = logging.getLogger(__name__)
 
-#: Without a feed, a pass renders the chats again at most once per this many times the
-#: duration of the last pass (and never more often than :data:`MIN_POLL_SECONDS`).
+#: Without a feed, a full pass renders the chats again at most once per this many times the
+#: duration of the last pass (and never more often than ``ttl`` or :data:`MIN_POLL_SECONDS`).
 POLL_FACTOR = 10
 MIN_POLL_SECONDS = 0.1
 #: Feed events arriving this close together are rendered once (a bot writes a message's
@@ -158,6 +159,7 @@ class ChatsOperations(fuse.Filesystem):
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._unsure: list[tuple[Inode, int]] = []
+        self._sizes: dict[str, int | None] = {}  # without a feed: each chat's messages index size
         #: Seconds the last pass took, and when it ended (monotonic): for the poll period.
         self.pass_seconds = 0.0
         self.passes = 0
@@ -175,6 +177,8 @@ class ChatsOperations(fuse.Filesystem):
     def load(self) -> None:
         """Read the chat list (a store that is down fails the mount here)."""
         self._folders = frozenset(info.folder for info in self.view.chats())
+        if self._watch is None:
+            self._sizes = self._index_sizes()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._follow, name="wafs-chats-changes", daemon=True)
@@ -253,11 +257,10 @@ class ChatsOperations(fuse.Filesystem):
         return inode
 
     def _adopt_folder(self, inode: Inode, state: _Folder) -> None:
-        """Record what the kernel is told of folder ``inode``; drop its old attributes if they changed."""
-        mtime = self._mtime(inode.path, state.mtime_ns)
-        if inode.mtime_ns and mtime != inode.mtime_ns:
-            inode.unsure = not self.kernel.forget_attributes(inode.ino)
-        inode.mtime_ns = mtime
+        """A folder the kernel is told of for the first time takes ``state``'s time and names
+        (later changes are the change thread's to tell)."""
+        if inode.mtime_ns == 0:
+            inode.mtime_ns = self._mtime(inode.path, state.mtime_ns)
         self._listed.setdefault(inode.ino, frozenset(state.files))
 
     def _file_inode(self, folder: Inode, name: str, new: _File) -> Inode:
@@ -324,14 +327,12 @@ class ChatsOperations(fuse.Filesystem):
     @_answers
     def getattr(self, ino: int, fh: int | None) -> tuple[Attributes, float]:
         inode = self._inode(ino)
-        # The kernel lists a directory again only when its mtime moved: a directory's
-        # attributes come from the view (the store, when the view holds nothing; EIO if it is
-        # down), and a difference not yet told is applied now.
+        # The kernel lists a directory again from its cache unless its mtime moved: a
+        # directory's attributes are read through the view (the store when the view holds
+        # nothing, EIO when it is down). Their changes are the change thread's to tell, in
+        # order (see _listing_changed).
         if inode.ino == fuse.ROOT_INO:
-            folders = frozenset(self._chat_folders())
-            with self.lock:
-                if folders != self._folders:
-                    self._apply_root(folders)
+            self._chat_folders()
         elif inode.is_dir and inode.current:
             try:
                 state: _Folder | None = self._folder(inode.name)
@@ -339,7 +340,7 @@ class ChatsOperations(fuse.Filesystem):
                 state = None
             with self.lock:
                 if inode.current and state is not None:
-                    self._apply_folder(inode, state, {})
+                    self._adopt_folder(inode, state)
         with self.lock:
             inode.unsure = False  # this reply tells the kernel the attributes as they are
             return self._attributes(inode), self.kernel_seconds
@@ -501,15 +502,27 @@ class ChatsOperations(fuse.Filesystem):
             self.kernel.forget_entry(parent.ino, inode.name)
 
     def _remove(self, inode: Inode) -> None:
-        """``inode``'s path is gone (and, for a folder, everything in it)."""
-        parent = inode.parent
+        """``inode``'s path is gone (and, for a folder, everything in it); the caller tells
+        the kernel its parent's listing changed."""
         self._supersede(inode)
-        if parent is not None:
-            self.kernel.forget_listing(parent.ino)
-            self._saw(parent.path)
         inode.parent = None
         for child in list((inode.children or {}).values()):
             self._remove(child)
+
+    def _listing_changed(self, directory: Inode, message_ns: int = 0) -> None:
+        """``directory`` shows other names: once the kernel dropped the entries queued before,
+        its mtime moves and its listing is dropped. In that order: the kernel lists a directory
+        again only when one of them happened, so a listing that shows the change never comes
+        with a name it no longer shows."""
+
+        def moved() -> None:
+            with self.lock:
+                now = self._saw(directory.path)
+                if directory.ino != fuse.ROOT_INO:
+                    directory.mtime_ns = max(directory.mtime_ns, message_ns, now)
+
+        self.kernel.after(moved)
+        self.kernel.forget_listing(directory.ino)
 
     # --- following the store ------------------------------------------------------------------
 
@@ -535,50 +548,92 @@ class ChatsOperations(fuse.Filesystem):
             self._changes.notify_all()
 
     def _follow(self) -> None:
-        """The change thread: render again what changed, tell the kernel, retry what failed."""
+        """The change thread: render again what changed, tell the kernel, retry what failed.
+
+        Without a feed it also polls: every ``ttl`` the sizes of every chat's ``messages``
+        index (one call for the whole store; a key whose size moved goes through
+        :meth:`ChatsView.changed`, as a feed event would), and once per
+        :meth:`_poll_period` a full pass that forgets what the view read and compares
+        everything the kernel holds (names, media downloaded later, a rewritten message)."""
         polling = self._watch is None
         retry = RETRY_SECONDS
+        next_check = time.monotonic() + self._check_period()
         next_pass = time.monotonic() + self._poll_period()
         while True:
-            due = False
             with self._changes:
                 while not self._stopping and self._pending == set() and not self._unsure:
-                    timeout = next_pass - time.monotonic() if polling else None
+                    timeout = min(next_check, next_pass) - time.monotonic() if polling else None
                     if timeout is not None and timeout <= 0:
-                        due = True
                         break
                     self._changes.wait(timeout)
                 if self._stopping:
                     return
                 idle = self._pending == set()
-            if due:  # no feed: forget what the view read, compare everything the kernel holds
-                self.view.invalidate()
-                self._want(None)
-            elif idle:  # only changes the kernel may have missed, to tell again
-                time.sleep(UNSURE_SECONDS)
-                self._tell_unsure()
-                continue
-            else:
-                time.sleep(COALESCE_SECONDS)
-            with self._changes:
-                paths, verify = self._pending, self._verify
-                self._pending, self._verify = set(), set()
-            started = time.monotonic()
+            now = time.monotonic()
             try:
-                self._apply(paths, verify)
-            except Exception as exc:  # the store is down: try again (the view read nothing)
+                if idle and polling and now >= next_pass:
+                    next_check, next_pass = now + self._check_period(), now + self._poll_period()
+                    self._full_pass()
+                elif idle and polling and now >= next_check:
+                    next_check = now + self._check_period()
+                    self._check_sizes()
+                elif idle:  # only changes the kernel may have missed, to tell again
+                    time.sleep(UNSURE_SECONDS)
+                    self._tell_unsure()
+                    continue
+                else:
+                    time.sleep(COALESCE_SECONDS)
+                    self._apply_pending()
+            except Exception as exc:  # the store is down: try again
                 log.warning("chats view: reading the changes failed, retrying in %.1f s: %s", retry, exc)
-                self._want(None if paths is None else frozenset(paths), verify)
+                if polling:  # nothing read is trusted now: requests go to the store (EIO while down)
+                    self.view.invalidate()
+                    self._want(None)
                 with self._changes:
                     self._changes.wait_for(lambda: self._stopping, retry)
                 retry = min(retry * 2, RETRY_MAX_SECONDS)
                 continue
             retry = RETRY_SECONDS
-            if paths is None:
-                self.pass_seconds = time.monotonic() - started
-                self.passes += 1
-                next_pass = time.monotonic() + self._poll_period()
             self._tell_unsure()
+
+    def _apply_pending(self) -> None:
+        with self._changes:
+            paths, verify = self._pending, self._verify
+            self._pending, self._verify = set(), set()
+        try:
+            self._apply(paths, verify)
+        except BaseException:
+            self._want(None if paths is None else frozenset(paths), verify)
+            raise
+
+    def _full_pass(self) -> None:
+        """Forget what the view read and compare everything the kernel holds with it."""
+        started = time.monotonic()
+        sizes = self._index_sizes()  # before: a message stored during the pass is seen next check
+        self.view.invalidate()
+        self._want(None)
+        self._apply_pending()
+        self._sizes = sizes
+        self.pass_seconds = time.monotonic() - started
+        self.passes += 1
+
+    def _index_sizes(self) -> dict[str, int | None]:
+        keys = [chat_messages_key(info.cid) for info in self.view.chats()]
+        return self.engine.sizes(keys)
+
+    def _check_sizes(self) -> None:
+        """Without a feed: the chats whose ``messages`` index changed size since the last look."""
+        sizes = self._index_sizes()
+        previous, self._sizes = self._sizes, sizes
+        for key, size in sizes.items():
+            if key not in previous or previous[key] != size:
+                paths = self.view.changed(key)
+                if paths:
+                    self._want(paths)
+        self._apply_pending()
+
+    def _check_period(self) -> float:
+        return max(self.options.ttl, MIN_POLL_SECONDS)
 
     def _poll_period(self) -> float:
         return max(self.options.ttl, POLL_FACTOR * self.pass_seconds, MIN_POLL_SECONDS)
@@ -623,20 +678,24 @@ class ChatsOperations(fuse.Filesystem):
                     self._apply_folder(inode, state, media)
 
     def _apply_root(self, folders: frozenset[str]) -> None:
+        # Names first, then the listing: the kernel's notifications go out in order, so once a
+        # listing shows the change, the names it no longer shows are gone too.
         root = self.inodes.root
-        if folders != self._folders:
-            self._saw("")
-            self.kernel.forget_listing(root.ino)
-            for name in folders - self._folders:
-                self.kernel.forget_entry(root.ino, name)  # a negative entry the kernel may hold
+        changed = folders != self._folders
         for name, child in list((root.children or {}).items()):
             if name not in folders:
                 self._remove(child)
+                changed = True
+        if changed:
+            for name in folders - self._folders:
+                self.kernel.forget_entry(root.ino, name)  # a negative entry the kernel may hold
+            self._listing_changed(root)
         self._folders = folders
 
     def _apply_folder(self, folder: Inode, state: _Folder | None, media: dict[str, bytes]) -> None:
         if state is None:
             self._remove(folder)
+            self._listing_changed(self.inodes.root)
             return
         names = frozenset(state.files)
         listed = self._listed.get(folder.ino, names)
@@ -648,13 +707,13 @@ class ChatsOperations(fuse.Filesystem):
                 changed = True
             elif self._update_file(child, new, media.get(name)):
                 changed = True
+        self._listed[folder.ino] = names
         if changed:
-            self._saw(folder.path)
-            self.kernel.forget_listing(folder.ino)
             for name in names - listed:
                 self.kernel.forget_entry(folder.ino, name)
-        self._listed[folder.ino] = names
+            self._listing_changed(folder, state.mtime_ns)
+            return
         mtime = self._mtime(folder.path, state.mtime_ns)
-        if folder.mtime_ns and mtime != folder.mtime_ns:
+        if mtime != folder.mtime_ns:  # the same names, a newer message: attributes only
+            folder.mtime_ns = mtime
             self._forget_attributes(folder)
-        folder.mtime_ns = mtime
