@@ -11,11 +11,13 @@ its ``st_ino``; lookup counts and ``forget`` as there). A transcript's inode hol
 it stands for; a media file's, their size and the message they come from (its bytes are read
 from the store and kept in a bounded cache).
 
-**Live.** Changes come from the engine's change feed (:meth:`wafs.Engine.watch`), or without
-one from a pass every ``ttl`` seconds (at least ten times the last pass: a big store is not
-re-read back to back) that forgets what the view read and renders again the chats the kernel
-holds. Each store key a feed reports goes through :meth:`ChatsView.changed` to the paths it
-affects; one thread renders those again and tells the kernel exactly what changed:
+**Live.** Changes come from the engine's change feed (:meth:`wafs.Engine.watch`). Without
+one, the daemon looks every ``ttl`` seconds at the sizes of every chat's ``messages`` index
+(one ``sizes`` call for the whole store), and once per max(``ttl``, 10 x its duration) makes
+a full pass: it forgets what the view read and renders again the chats the kernel holds
+(names, media downloaded later, a message rewritten in place). Each store key that changed
+goes through :meth:`ChatsView.changed` to the paths it affects; one thread renders those
+again and tells the kernel exactly what changed:
 
 * a transcript that only grew (a new message) keeps its inode: its attributes are dropped
   at once, the kernel sees the new size, and ``tail -f`` the new lines;
@@ -24,6 +26,9 @@ affects; one thread renders those again and tells the kernel exactly what change
   to whoever holds it open (a media file's, while they are in the cache: else ``ESTALE``);
 * a file or folder that is gone is dropped the same way, and so is its folder's listing;
   chat-list changes (new, deleted or renamed chats) drop the root's listing and entries.
+  Names go first: the kernel lists a directory again (from its cache otherwise) only once
+  the names the new listing no longer shows are dropped. A directory listed for the first
+  time while a change is on its way (a few milliseconds) may show it early.
 
 **Times.** A transcript's and a folder's mtime is their newest message's time, a media
 file's its message's time (as ``wafs export`` writes them); once the daemon saw a file or
@@ -68,7 +73,7 @@ MIN_POLL_SECONDS = 0.1
 #: Feed events arriving this close together are rendered once (a bot writes a message's
 #: index, raw and content, then the chat's ``messages`` index).
 COALESCE_SECONDS = 0.01
-#: After a failed pass (the store is down), the next try waits this long, doubling up to the max.
+#: After a failure (the store is down), the next try waits this long, doubling up to the max.
 RETRY_SECONDS, RETRY_MAX_SECONDS = 0.1, 2.0
 #: A change told to the kernel while a reply that makes the inode was on its way is told
 #: again this often, this many times (then on the next request on the inode).
@@ -160,7 +165,8 @@ class ChatsOperations(fuse.Filesystem):
         self._thread: threading.Thread | None = None
         self._unsure: list[tuple[Inode, int]] = []
         self._sizes: dict[str, int | None] = {}  # without a feed: each chat's messages index size
-        #: Seconds the last pass took, and when it ended (monotonic): for the poll period.
+        #: Without a feed: how long the last full pass took (the period is ten times that), and
+        #: how many passes were made.
         self.pass_seconds = 0.0
         self.passes = 0
 
@@ -462,7 +468,7 @@ class ChatsOperations(fuse.Filesystem):
 
     def _update_file(self, inode: Inode, new: _File, verify: bytes | None) -> bool:
         """Bring file ``inode`` in line with ``new`` (``verify``: the media bytes the store holds
-        now); True when its path then needs a new inode or the kernel new attributes."""
+        now); True when its path got a new inode (the next lookup makes it)."""
         old = inode.data
         if new.data is not None and old is not None:  # a transcript
             if new.data == old:  # a hidden message (a reaction, say) moves the mtime only
