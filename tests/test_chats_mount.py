@@ -15,6 +15,7 @@ import json
 import os
 import select
 import subprocess
+import threading
 import time
 import urllib.parse
 import uuid
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from wafs import Engine, FileEngine
+from wafs import Engine, FileEngine, MemoryEngine
 from wafs.chats import ChatOptions, ChatsView
 from wafs.demo import write_demo
 from wafs.engines.redis import RedisEngine
@@ -38,6 +39,8 @@ from wafs.keys import (
     parse_messages_index,
 )
 from wafs.mount import MountOptions, mounted_at
+from wafs.mount.chats import ChatsOperations
+from wafs.mount.fuse import ROOT_INO, FuseError
 
 from .helpers import absent, cat, ls, wait_for
 from .mounting import daemon_mounted, environment, mounted, sh, wafs
@@ -408,3 +411,159 @@ def test_wafs_mount_view_chats_serves_the_transcripts(tmp_path: Path) -> None:
 def test_mount_options_choose_the_view() -> None:
     assert MountOptions().view == "raw"
     assert MountOptions(view="chats", chat_options=UTC).chat_options.timezone == "UTC"
+
+
+# --- the rules, without a kernel: what the daemon tells it, in what order -------------------------
+
+
+class Recorder:
+    """Stands for the FUSE session: records every notification; ``known`` is what
+    ``invalidate_inode`` answers (False: the kernel does not hold the inode yet)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int, object]] = []
+        self.known = True
+
+    def invalidate_inode(self, ino: int, offset: int = 0, length: int = 0) -> bool:
+        self.calls.append(("inode", ino, offset))
+        return self.known
+
+    def invalidate_entry(self, parent: int, name: bytes) -> bool:
+        self.calls.append(("entry", parent, name.decode()))
+        return True
+
+
+@dataclass
+class Rules:
+    engine: Engine
+    ops: ChatsOperations
+    kernel: Recorder
+
+    def told(self) -> list[tuple[str, int, object]]:
+        """Everything told so far (the queued notifications too), then forgotten."""
+        done = threading.Event()
+        self.ops.kernel.after(done.set)
+        assert done.wait(5)
+        calls, self.kernel.calls = self.kernel.calls, []
+        return calls
+
+    def bot_wrote(self, *keys: str) -> None:
+        """The feed reports ``keys`` and the change thread does its work."""
+        for key in keys:
+            self.ops._changed_outside(key, False)
+        self.ops._apply_pending()
+
+    def folder(self, name: str) -> int:
+        entry = self.ops.lookup(ROOT_INO, name.encode())
+        assert entry.attributes is not None
+        return entry.attributes.ino
+
+    def file(self, folder: int, name: str) -> int:
+        entry = self.ops.lookup(folder, name.encode())
+        assert entry.attributes is not None
+        return entry.attributes.ino
+
+
+@pytest.fixture
+def rules() -> Iterator[Rules]:
+    engine = MemoryEngine()
+    write_demo(engine, chats=3, messages=6, seed=7)
+    ops = ChatsOperations(engine, MountOptions(view="chats", chat_options=UTC))
+    ops.load()  # no start(): the test plays the change thread
+    kernel = Recorder()
+    ops.kernel.attach(kernel)
+    try:
+        yield Rules(engine, ops, kernel)
+    finally:
+        ops.kernel.detach()
+
+
+def message_keys(engine: Engine, cid: str, mid: str) -> list[str]:
+    return [message_key(cid, mid, part) for part in ("index", "raw", "content")] + [chat_messages_key(cid)]
+
+
+def test_rules_a_grown_transcript_keeps_its_inode_and_only_its_attributes_are_dropped(rules: Rules) -> None:
+    chat = ChatsView(rules.engine, UTC).chats()[0]
+    folder = rules.folder(chat.folder)
+    ino = rules.file(folder, chat.transcript)
+    old = rules.ops.read(ino, 1 << 20, 0, 0)
+    rules.told()
+    mid = say(rules.engine, chat.cid, "hola de nuevo")
+    rules.bot_wrote(*message_keys(rules.engine, chat.cid, mid))
+    told = rules.told()
+    assert ("inode", ino, -1) in told  # attributes only, at once
+    assert ("inode", folder, -1) in told  # the folder's mtime moved; its names did not
+    assert not [call for call in told if call[0] == "entry" or call[2] == 0]
+    assert rules.file(folder, chat.transcript) == ino
+    new = rules.ops.read(ino, 1 << 20, 0, 0)
+    assert new.startswith(old) and new.endswith(b"You: hola de nuevo\n")
+    assert rules.ops.getattr(ino, None)[0].size == len(new)
+
+
+def test_rules_any_other_change_is_a_new_inode_and_the_old_one_keeps_its_bytes(rules: Rules) -> None:
+    view = ChatsView(rules.engine, UTC)
+    chat = view.chats()[1]
+    target = next(line.mid for line in view.render(chat.cid).lines if line.mid)
+    folder = rules.folder(chat.folder)
+    ino = rules.file(folder, chat.transcript)
+    old = rules.ops.read(ino, 1 << 20, 0, 0)
+    rules.told()
+    mid = revoke(rules.engine, chat.cid, target or "")
+    rules.bot_wrote(*message_keys(rules.engine, chat.cid, mid))
+    told = rules.told()
+    assert ("entry", folder, chat.transcript) in told
+    assert ("inode", ino, -1) not in told
+    new_ino = rules.file(folder, chat.transcript)
+    assert new_ino != ino
+    assert rules.ops.read(ino, 1 << 20, 0, 0) == old  # the old version, whole
+    assert rules.ops.read(new_ino, 1 << 20, 0, 0) == ChatsView(rules.engine, UTC).read(
+        f"{chat.folder}/{chat.transcript}")
+
+
+def test_rules_a_renamed_chat_drops_its_names_before_the_listing(rules: Rules) -> None:
+    chat = next(info for info in ChatsView(rules.engine, UTC).chats() if not info.is_group)
+    folder = rules.folder(chat.folder)
+    transcript = rules.file(folder, chat.transcript)
+    rules.told()
+    contact = json.loads(rules.engine.get(contact_key(chat.cid)) or "{}")
+    rules.engine.set(contact_key(chat.cid), json.dumps({**contact, "name": "Otro Nombre"}))
+    rules.bot_wrote(contact_key(chat.cid))
+    told = rules.told()
+    dropped = told.index(("entry", ROOT_INO, chat.folder))
+    new_name = told.index(("entry", ROOT_INO, f"Otro Nombre ({chat.cid.split('@')[0]})"))  # a negative entry
+    listing = told.index(("inode", ROOT_INO, 0))
+    assert dropped < listing and new_name < listing
+    assert ("entry", folder, chat.transcript) in told[:listing]
+    assert rules.ops.lookup(ROOT_INO, chat.folder.encode()).attributes is None
+    assert rules.ops.read(transcript, 1 << 20, 0, 0)  # the old file still reads, for who holds it
+    assert not rules.ops.inodes.get(folder).current  # type: ignore[union-attr]
+
+
+def test_rules_a_change_the_kernel_missed_is_told_again(rules: Rules) -> None:
+    chat = ChatsView(rules.engine, UTC).chats()[2]
+    ino = rules.file(rules.folder(chat.folder), chat.transcript)
+    rules.kernel.known = False  # the reply that makes the inode is still on its way
+    mid = say(rules.engine, chat.cid, "¿llegó?")
+    rules.bot_wrote(*message_keys(rules.engine, chat.cid, mid))
+    inode = rules.ops.inodes.get(ino)
+    assert inode is not None and inode.unsure
+    rules.told()
+    rules.kernel.known = True
+    rules.ops._tell_unsure()
+    assert ("inode", ino, -1) in rules.told()
+    assert not inode.unsure and not rules.ops._unsure
+
+
+def test_rules_forget_drops_what_the_daemon_kept(rules: Rules) -> None:
+    view = ChatsView(rules.engine, UTC)
+    chat, media = next((info, path) for info in view.chats() for path, file in view.files(info.folder).items()
+                       if file.kind == "media")
+    folder = rules.folder(chat.folder)
+    ino = rules.file(folder, media.split("/", 1)[1])
+    assert rules.ops.read(ino, 1 << 20, 0, 0) == view.read(media)
+    assert rules.ops.media.get(str(ino)) is not None
+    rules.ops.forget([(ino, 1)])
+    assert rules.ops.inodes.get(ino) is None and rules.ops.media.get(str(ino)) is None
+    with pytest.raises(FuseError) as raised:
+        rules.ops.read(ino, 10, 0, 0)
+    assert raised.value.errno == errno.ESTALE
