@@ -484,20 +484,32 @@ _MOUNT_DEFAULTS = MountOptions()
 @click.option("--allow-other", is_flag=True, help="Let other users see the mount (needs user_allow_other).")
 @click.option("--log-file", type=click.Path(dir_okay=False), default=None,
               help="Where the background daemon logs  [default: ~/.cache/wafs/MOUNTPOINT.log]")
+@click.option("--view", type=click.Choice(["raw", "chats"]), default="raw", show_default=True,
+              help="raw: a file per key; chats: read-only transcripts and media, kept live.")
+@click.option("--locale", type=click.Choice(LOCALES), default=None,
+              help="--view chats: date format, en_GB (the default) or en_US.")
+@click.option("--timezone", "tz", metavar="ZONE", default=None,
+              help="--view chats: IANA time zone of the times  [default: this machine's]")
 def mount_command(mountpoint: str, engine_url: str, read_only: bool, foreground: bool, debug: bool,
-                  ttl: float, cache_size: int, umask: str, allow_other: bool, log_file: str | None) -> None:
+                  ttl: float, cache_size: int, umask: str, allow_other: bool, log_file: str | None,
+                  view: str, locale: str | None, tz: str | None) -> None:
     """Mount the store at MOUNTPOINT as a directory tree.
 
     Key chat/123@s.whatsapp.net/index becomes the file
-    MOUNTPOINT/chat/123@s.whatsapp.net/index. Returns once the mount answers; the daemon
-    keeps serving in the background until 'wafs umount'.
+    MOUNTPOINT/chat/123@s.whatsapp.net/index. With --view chats, each chat is
+    a folder NAME/ holding NAME.txt (as 'wafs export' writes it) and its media,
+    read-only, following the bot's writes (tail -f NAME/NAME.txt). Returns once
+    the mount answers; the daemon keeps serving in the background until 'wafs umount'.
 
     \b
         wafs mount ./mnt
         wafs mount ./mnt --engine 'redis://localhost:6379/0?prefix=wa:bot' --read-only
         ls mnt/chat; grep -rl pedido mnt/chat; cp -a mnt backup
+        wafs mount ./chats --view chats --timezone UTC
+        tail -f './chats/Ana García (5491112345678)/Ana García (5491112345678).txt'
         wafs umount ./mnt
     """
+    from .chats import ChatOptions
     from .mount import mount
     from .mount.daemon import default_log_file
 
@@ -507,8 +519,15 @@ def mount_command(mountpoint: str, engine_url: str, read_only: bool, foreground:
         mask = int(umask, 8)
     except ValueError:
         raise click.BadParameter(f"{umask!r} is not an octal number", param_hint="--umask") from None
-    options = MountOptions(read_only=read_only, ttl=ttl, cache_bytes=cache_size << 20,
-                           allow_other=allow_other, umask=mask, debug=debug)
+    if view != "chats" and (locale is not None or tz is not None):
+        raise click.UsageError("--locale and --timezone apply to --view chats only")
+    try:
+        chat_options = ChatOptions(locale=locale or "en_GB", timezone=tz)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--timezone") from None
+    options = MountOptions(read_only=read_only or view == "chats", ttl=ttl, cache_bytes=cache_size << 20,
+                           allow_other=allow_other, umask=mask, debug=debug,
+                           view="chats" if view == "chats" else "raw", chat_options=chat_options)
     if foreground or debug:
         import logging
 

@@ -20,9 +20,13 @@ from ..engine import Engine
 from ..errors import WafsError
 from ..registry import open_engine
 from ..urls import redact
+from .chats import ChatsOperations
 from .fuse import Session
 from .operations import Operations
 from .options import MountOptions
+
+#: The filesystem of each ``MountOptions.view``.
+Served = Operations | ChatsOperations
 
 log = logging.getLogger(__name__)
 
@@ -93,29 +97,38 @@ def check_mountpoint(mountpoint: str) -> None:
                          f"such as {entries[0]!r}), and a mount would hide them; choose an empty directory")
 
 
+def filesystem(engine: Engine, options: MountOptions) -> Served:
+    """The filesystem ``options.view`` asks for: the raw key tree, or the chats view."""
+    if options.view == "chats":
+        return ChatsOperations(engine, options)
+    return Operations(engine, options)
+
+
 def serve(engine: Engine, mountpoint: str, options: MountOptions,
           on_ready: Callable[[], None] = lambda: None, refresh_on_sighup: bool = False) -> None:
-    """Read the engine's tree and serve the mount in this thread until it is unmounted.
+    """Read the engine's tree (or chat list) and serve the mount in this thread until it is
+    unmounted.
 
     With ``refresh_on_sighup`` (a daemon of its own), SIGHUP reads the store again and
     SIGTERM or SIGINT unmounts."""
     if refresh_on_sighup:  # before any thread starts: every thread inherits the blocked mask
         signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
-    operations = Operations(engine, options)
+    operations = filesystem(engine, options)
     following = operations.follow_changes()
-    operations.tree.refresh()  # a backend that is down fails the mount here, with its message
-    operations.tree.start_polling()
+    operations.load()  # a backend that is down fails the mount here, with its message
+    operations.start()
     operations.on_ready = on_ready
-    fuse_options = [f"fsname=wafs:{type(engine).__name__}", "subtype=wafs", "default_permissions",
+    view = "" if options.view == "raw" else f"{options.view}:"
+    fuse_options = [f"fsname=wafs:{view}{type(engine).__name__}", "subtype=wafs", "default_permissions",
                     "nosuid", "nodev"]
-    if options.read_only:
+    if operations.read_only:
         fuse_options.append("ro")
     if options.allow_other:
         fuse_options.append("allow_other")
     if options.debug:
         fuse_options.append("debug")
     mode = "change feed" if following else f"TTL {options.ttl} s"
-    log.info("serving %r at %s (%s)", engine, mountpoint, mode)
+    log.info("serving %r at %s (%s view, %s)", engine, mountpoint, options.view, mode)
     session = Session(operations, mountpoint, fuse_options)
     operations.kernel.attach(session)
     if refresh_on_sighup:
@@ -129,7 +142,7 @@ def serve(engine: Engine, mountpoint: str, options: MountOptions,
 _SIGNALS = {signal.SIGHUP, signal.SIGTERM, signal.SIGINT}
 
 
-def _handle_signals(operations: Operations, mountpoint: str) -> None:
+def _handle_signals(operations: Served, mountpoint: str) -> None:
     """SIGHUP (``wafs refresh``) reads the whole store again; SIGTERM and SIGINT unmount.
 
     :func:`serve` blocked these signals before it started any thread, so every thread (the

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from typing import Protocol
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,8 @@ class Notifier(Protocol):
     def invalidate_entry(self, parent: int, name: bytes) -> bool: ...
 
 
-_STOP = ("stop", 0, b"")
+_Call = Callable[[], None] | None
+_STOP: tuple[str, int, bytes, _Call] = ("stop", 0, b"", None)
 
 
 class KernelCache:
@@ -31,7 +33,7 @@ class KernelCache:
 
     def __init__(self) -> None:
         self._session: Notifier | None = None
-        self._queue: queue.SimpleQueue[tuple[str, int, bytes]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[str, int, bytes, _Call]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
     def attach(self, session: Notifier) -> None:
@@ -58,20 +60,26 @@ class KernelCache:
 
     def forget_listing(self, ino: int) -> None:
         """The kernel lists directory ``ino`` again (and asks for its attributes)."""
-        self._queue.put(("inode", ino, b""))
+        self._queue.put(("inode", ino, b"", None))
 
     def forget_entry(self, parent: int, name: str) -> None:
         """The kernel looks ``name`` up in directory ``parent`` again (drops a negative entry too)."""
-        self._queue.put(("entry", parent, name.encode("utf-8", "surrogateescape")))
+        self._queue.put(("entry", parent, name.encode("utf-8", "surrogateescape"), None))
+
+    def after(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` in the notifying thread once what was queued before went out."""
+        self._queue.put(("call", 0, b"", callback))
 
     def _run(self) -> None:
         while True:
-            kind, ino, name = self._queue.get()
+            kind, ino, name, callback = self._queue.get()
             session = self._session
             if kind == "stop" or session is None:
                 return
             try:
-                if kind == "inode":
+                if callback is not None:
+                    callback()
+                elif kind == "inode":
                     session.invalidate_inode(ino, 0, 0)
                 else:
                     session.invalidate_entry(ino, name)

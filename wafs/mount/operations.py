@@ -134,6 +134,14 @@ class Operations(fuse.Filesystem):
             self.kernel_seconds = FEED_KERNEL_SECONDS
         return self._watch is not None
 
+    def load(self) -> None:
+        """Read the store's tree (a store that is down fails the mount here)."""
+        self.tree.refresh()
+
+    def start(self) -> None:
+        """Keep the tree current in the background (without a change feed)."""
+        self.tree.start_polling()
+
     def init(self, conn: fuse.ConnInfo) -> None:
         conn.want |= (fuse.FUSE_CAP_READDIRPLUS | FUSE_CAP_AUTO_INVAL_DATA) & conn.capable
         conn.want &= ~(fuse.FUSE_CAP_READDIRPLUS_AUTO | FUSE_CAP_WRITEBACK_CACHE)

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
+
+from ..chats import ChatOptions
+
+View = Literal["raw", "chats"]
+VIEWS: tuple[View, ...] = ("raw", "chats")
 
 #: How long the kernel keeps names and attributes when a change feed tells the daemon of
 #: every change (the daemon then drops exactly what changed).
@@ -16,7 +22,9 @@ class MountOptions:
     ``ttl``: without a change feed, how long a listing, a value and the kernel's copy of a
     name or attribute are trusted (the visibility bound of other clients' changes).
     ``cache_bytes``: the bound of the daemon's value cache. ``sweep_delay``: how long the
-    cascades of an ``rm -r`` are collected before one store pass deletes them.
+    cascades of an ``rm -r`` are collected before one store pass deletes them. ``view``:
+    ``"raw"`` (a file per key) or ``"chats"`` (read-only transcripts and media, rendered
+    with ``chat_options``: :mod:`wafs.mount.chats`).
     """
 
     read_only: bool = False
@@ -26,6 +34,8 @@ class MountOptions:
     umask: int = 0o077
     debug: bool = False
     sweep_delay: float = 0.5
+    view: View = "raw"
+    chat_options: ChatOptions = ChatOptions()
 
     @property
     def file_mode(self) -> int:
