@@ -879,6 +879,32 @@ def cpu_table(s: Summary) -> list[str]:
     return lines
 
 
+def growth_table(found: list[Summary]) -> list[str]:
+    """Medians of each wafs column across sizes, and the growth from one size to the next."""
+    lines = ["| figure | " + " | ".join(f"{s.size} ({s.keys} keys)" for s in found) + " | growth per step |",
+             "|---" * (len(found) + 2) + "|"]
+    configs = [c for c in found[0].configs if config_named(c).target in ENGINES]
+    rows: list[tuple[str, list[float | None], str]] = []
+    for config in configs:
+        title = config_named(config).title
+        rows.append((f"mount → first `ls` · {title}", [med(s.of(config, "mount")) for s in found], "s"))
+        rows.append((f"daemon exit (max) · {title}",
+                     [max(s.of(config, "exit"), default=None) for s in found], "s"))
+        for op in found[0].ops:
+            for warmth in ("cold", "warm"):
+                rows.append((f"{OPS[op][0].replace('WIDE', 'wide dir')} {warmth} · {title}",
+                             [med(s.seconds(config, op, warmth)) for s in found], "s"))
+        rows.append((f"B/key tree + inodes · {title}",
+                     [(memory_per_key(s, config) or (None, None))[1] for s in found], "B"))
+    for label, values, unit in rows:
+        if all(v is None for v in values):
+            continue
+        steps = [f"{b / a:.1f}×" if a and b else "—" for a, b in zip(values, values[1:], strict=False)]
+        cells = [fmt(v) if unit == "s" else ("—" if v is None else f"{v:.0f}") for v in values]
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {', '.join(steps)} |")
+    return lines
+
+
 def fmt_plain(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f}"
 
@@ -936,7 +962,8 @@ def report(records: list[dict[str, Any]], max_other: float) -> str:
         "written by FileEngine.",
         "",
     ]
-    for s in summaries(records, max_other):
+    found = summaries(records, max_other)
+    for s in found:
         size = SIZES[s.size]
         lines += [
             f"### {s.size}: {size.chats} chats × {size.messages} messages + {size.wide}-entry directory "
@@ -966,6 +993,8 @@ def report(records: list[dict[str, Any]], max_other: float) -> str:
             lines += [f"#### Runs during which other jobs used the CPUs (> {max_other} × the wall time; "
                       "left out where a clean run of the same cell exists)", "",
                       *(f"- {n}" for n in s.noisy), ""]
+    if len(found) > 1:
+        lines += ["### Growth", "", *growth_table(found), ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
