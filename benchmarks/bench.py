@@ -237,6 +237,7 @@ class Env:
     redis: MeasuredRedis | None
     max_wait: float
     timeout: float
+    dest: Path  # where cp -a writes: on tmpfs when there is one, so that it measures the reads
 
 
 @dataclasses.dataclass
@@ -349,6 +350,10 @@ def shell(command: str, timeout: float) -> tuple[float | None, str, str]:
         os.killpg(process.pid, signal.SIGKILL)
         process.communicate()
         return None, "", f"timeout > {timeout:.0f} s"
+    except BaseException:  # SIGTERM, ^C: leave no command running on a mount
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        raise
     elapsed = time.perf_counter() - started
     if process.returncode != 0:
         return None, out.strip(), f"failed ({process.returncode}): {err.strip()[:200]}"
@@ -395,7 +400,7 @@ def phase(config: Config, op: str, env: Env, round_number: int) -> dict[str, Any
         with mounted(config, env) as where:
             record["rss_mount_kib"] = vm_kib(where.pid, "VmRSS")
             for warmth in ("cold", "warm"):
-                record[warmth] = run_op(op, where.root, env.work / "dest", where.pid, env,
+                record[warmth] = run_op(op, where.root, env.dest, where.pid, env,
                                         store=config.target == "redis")
                 record[f"rss_{warmth}_kib"] = vm_kib(where.pid, "VmRSS")
             record["hwm_kib"] = vm_kib(where.pid, "VmHWM")
@@ -496,7 +501,7 @@ def count_requests(configs: list[Config], ops: list[str], env: Env, emit: Any) -
                     connection = os.stat(where.root).st_dev
                     tracer.take(connection)  # INIT, the first ls
                     for warmth in ("cold", "warm"):
-                        run = run_op(op, where.root, env.work / "dest", None, env)
+                        run = run_op(op, where.root, env.dest, None, env)
                         counts = tracer.take(connection)
                         emit({"kind": "count", "size": env.size, "config": config.name, "op": op,
                               "phase": warmth, "counts": counts, "seconds": run["seconds"],
@@ -546,8 +551,11 @@ def run_size(name: str, configs: list[Config], args: argparse.Namespace, emit: A
             "redis": f"{redis.url}?prefix={PREFIX}&timeout=60{feed}" if redis else "",
             "postgres": f"{postgres.url}?table=storage&timeout=60" if postgres else "",
         }
+        shm = Path("/dev/shm")
+        scratch = Path(tempfile.mkdtemp(prefix="wafs-bench-", dir=shm if os.access(shm, os.W_OK) else work))
+        stack.callback(shutil.rmtree, scratch, ignore_errors=True)
         env = Env(name, work, copies, urls, chat, chat.replace("@", AT_ON_DISK), redis, args.max_wait,
-                  args.op_timeout)
+                  args.op_timeout, scratch / "dest")
         emit({"kind": "size", "size": name, "keys": keys, "chats": size.chats, "messages": size.messages,
               "wide": size.wide, "configs": [c.name for c in configs], "ops": args.ops,
               "urls": {k: v for k, v in urls.items() if v and k in targets}})
@@ -957,7 +965,8 @@ def report(records: list[dict[str, Any]], max_other: float) -> str:
         + "mounts afresh, runs the operation cold and then warm (the same command again, nothing "
         "changed) and unmounts. Cells: median seconds, and in parentheses the median of the ratio to "
         "bindfs of the same mode (`bindfs -r` for read-only columns, plain `bindfs` for writable ones) "
-        "measured in the same round. Every wafs mount runs with default options and the Redis change "
+        "measured in the same round. `cp -a` writes to a tmpfs (`/dev/shm`). Every wafs mount runs "
+        "with default options and the Redis change "
         "feed (`?notifications=enable`). The native and bindfs columns read two copies of the session "
         "written by FileEngine.",
         "",
