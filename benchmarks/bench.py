@@ -1,25 +1,43 @@
-"""wafs benchmark: the reference session over Redis, FileEngine and PostgreSQL mounts, side by side
-with the FileEngine directory read natively and through bindfs (a C FUSE passthrough).
+"""wafs benchmark: the reference session over wafs mounts (Redis, FileEngine, PostgreSQL), read-only
+and writable, side by side with the same session as a directory read natively and through bindfs
+(a C FUSE passthrough), cold and warm, in interleaved rounds.
 
 Usage: scripts/bench [--size tiny|small|medium|large|all] [--targets native,bindfs,file,redis,postgres]
-                     [--output docs/benchmarks.md] [--op-timeout SECONDS]
+                     [--modes ro,rw] [--ops find,grep,cp,ls] [--rounds N] [--count-ops grep,find]
+                     [--output docs/benchmarks.md] [--raw results.jsonl] [--op-timeout SECONDS]
+       scripts/bench --report-from results.jsonl [--output PATH]   # the report of a finished run
 
-It starts its own redis-server and PostgreSQL on free loopback ports, writes the demo session
-into each store, measures, prints a markdown report and writes it to ``--output``. Every
-mount it makes is unmounted and every server it starts is stopped, whatever happens.
+Method (that of shared/fuse-floor): each round visits every configuration in turn (the order
+rotates from round to round) and for every operation drops the kernel's caches
+(``echo 3 > /proc/sys/vm/drop_caches``), mounts afresh (timed to the first ``ls``), runs the
+operation twice (cold, then warm: the same command again, nothing changed) and unmounts (the
+daemon's exit timed). A wafs mount's ratio is to bindfs of the same mode measured in the same
+round. Then, if the kernel tracepoint ``fuse:fuse_request_send`` can be read, one more fresh
+mount per FUSE configuration and operation counts the requests the kernel sent, per opcode.
+
+It starts its own redis-server (keyspace notifications enabled by the mounts:
+``?notifications=enable``, so the kernel keeps names and attributes and the daemon invalidates
+exactly) and PostgreSQL on free loopback ports, writes the demo session into each store,
+writes every measurement to a JSON-lines file (``--raw``) and the markdown report to
+``--output``. Every mount it makes is unmounted and every server it starts is stopped,
+whatever happens.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import datetime
-import itertools
+import json
 import os
 import platform
+import re
+import resource
 import shlex
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,13 +45,14 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 from wafs.demo import write_demo
 from wafs.engine import Engine
 from wafs.engines.file import AT_ON_DISK, FileEngine
 from wafs.engines.postgres import PostgresEngine
 from wafs.engines.redis import RedisEngine
-from wafs.mount import MountOptions, daemon_pid, mount, mounted_at, unmount
+from wafs.mount import daemon_pid, mounted_at, unmount
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the private servers of the tests: tests/servers.py
@@ -44,6 +63,7 @@ PREFIX = "wa:default"
 BIG_PREFIX = "wa:big"
 EMPTY_PREFIX = "wa:empty"
 WIDE = "bench/wide"
+EXIT_WAIT = 120.0  # seconds a daemon may take to exit after its unmount before it is killed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,139 +81,249 @@ SIZES = {
     "large": Size(2000, 250, 10_000, 1_000_000),
 }
 TARGETS = ("native", "bindfs", "file", "redis", "postgres")
-TITLES = {
-    "native": "native dir", "bindfs": "bindfs", "file": "FileEngine mount",
-    "redis": "Redis mount", "postgres": "PostgreSQL mount",
+ENGINES = ("file", "redis", "postgres")
+MODES = ("ro", "rw")
+ENGINE_TITLES = {"file": "FileEngine", "redis": "Redis", "postgres": "PostgreSQL"}
+# op -> (label, timed shell command, untimed check printing the result); ROOT, DEST, WIDE substituted
+OPS: dict[str, tuple[str, str, str]] = {
+    "find": ("`find -type f`", "find ROOT -type f | wc -l", ""),
+    "grep": (f"`grep -rl {WORD}`", f"{{ grep -rl {WORD} ROOT || [ $? -eq 1 ]; }} | wc -l", ""),
+    "cp": ("`cp -a chat`", "cp -a ROOT/chat DEST", "find DEST -type f | wc -l"),
+    "ls": ("`ls -l` of WIDE", "ls -l ROOT/WIDE | wc -l", ""),
 }
-# (row key, label, shell command; MOUNT, CHAT, DEST and WIDE are substituted)
-OPERATIONS = (
-    ("find", "`find -type f \\| wc -l`", "find MOUNT -type f | wc -l"),
-    ("grep", f"`grep -rl {WORD}`", f"grep -rl {WORD} MOUNT | wc -l"),
-    ("cp", "`cp -a chat DEST`", "cp -a MOUNT/chat DEST"),
-    ("ls", "`ls -l` WIDE", "ls -l MOUNT/WIDE | wc -l"),
-    ("rm_one", "`rm -r` one chat", "rm -r MOUNT/chat/CHAT"),
-    ("rm_all", "`rm -r` all chats", "rm -r MOUNT/chat"),
-)
 PER_FILE = ("find", "grep", "cp")
 
 
-@dataclasses.dataclass
-class Figure:
-    seconds: float | None = None  # None: failed or timed out
-    note: str = ""
-    calls: dict[str, int] | None = None  # Redis commands by name (Redis mount only)
-    reads: int = 0  # Redis read events, about one per round trip (a pipeline is one)
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """One column: the native directory, bindfs, or a wafs mount of an engine, in one mode."""
+
+    target: str  # native, bindfs or an engine
+    read_only: bool = True
+
+    @property
+    def name(self) -> str:
+        return "native" if self.target == "native" else f"{self.target}-{'ro' if self.read_only else 'rw'}"
+
+    @property
+    def title(self) -> str:
+        if self.target == "native":
+            return "native dir"
+        if self.target == "bindfs":
+            return "bindfs -r" if self.read_only else "bindfs"
+        return f"{ENGINE_TITLES[self.target]} {'--read-only' if self.read_only else 'writable'}"
+
+    @property
+    def baseline(self) -> str:
+        """The bindfs configuration this one is divided by."""
+        return "bindfs-ro" if self.read_only else "bindfs-rw"
 
 
-@dataclasses.dataclass
-class Daemon:
-    keys: int
-    after_mount_kib: int  # VmHWM once the first ls answered: the tree
-    peak_kib: int  # VmHWM at the end: tree, value cache, buffers
-
-
-@dataclasses.dataclass
-class Result:
-    size: str
-    keys: int = 0
-    files: int = 0
-    figures: dict[str, dict[str, Figure]] = dataclasses.field(default_factory=dict)  # op -> target -> figure
-    daemons: dict[str, Daemon] = dataclasses.field(default_factory=dict)
-    empty_daemon_kib: int = 0
-    big_rm: Figure = dataclasses.field(default_factory=Figure)
-    big_swept: float | None = None
-    big_keys: int = 0
-    caches_dropped: bool = True
+def config_named(name: str) -> Config:
+    if name == "native":
+        return Config("native")
+    target, mode = name.rsplit("-", 1)
+    return Config(target, mode == "ro")
 
 
 def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-WARM = False  # --warm: leave the caches as they are
+# --- the machine ---------------------------------------------------------------------------------
+
+HZ = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_busy() -> float:
+    """Busy CPU seconds of the whole machine so far (all cores)."""
+    with open("/proc/stat", encoding="ascii") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / HZ
+
+
+def proc_cpu(pid: int | None) -> float:
+    if not pid:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / HZ  # utime + stime
+    except OSError:
+        return 0.0
+
+
+def alive(pid: int) -> bool:
+    """False once ``pid`` exited (a zombie waiting for its reaper counts as exited)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def wait_idle(max_wait: float, threshold: float = 0.15) -> float:
+    """Wait (at most ``max_wait`` s) until other jobs leave the CPUs idle (< ``threshold`` of one
+    core over 2 s); returns the busy fraction seen last."""
+    started = time.monotonic()
+    while True:
+        before = cpu_busy()
+        time.sleep(2 if max_wait > 0 else 0.2)
+        busy = (cpu_busy() - before) / (2 if max_wait > 0 else 0.2)
+        if busy < threshold or time.monotonic() - started >= max_wait:
+            return round(busy, 2)
+        log(f"machine busy ({busy:.2f} cores used by others); waiting")
 
 
 def drop_caches() -> bool:
-    """Drop the page, dentry and inode caches; False when this process may not (or --warm)."""
-    if WARM:
-        return False
+    """Drop the page, dentry and inode caches; False when this process may not."""
     os.sync()
     try:
-        with open("/proc/sys/vm/drop_caches", "w") as control:
+        with open("/proc/sys/vm/drop_caches", "w", encoding="ascii") as control:
             control.write("3\n")
         return True
     except OSError:
         return False
 
 
-def timed_shell(command: str, timeout: float) -> tuple[Figure, str]:
-    started = time.perf_counter()
+def vm_kib(pid: int | None, field: str) -> int:
+    if not pid:
+        return 0
     try:
-        done = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True,
-                              timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return Figure(None, f"timeout > {timeout:.0f} s"), ""
-    elapsed = time.perf_counter() - started
-    if done.returncode != 0:
-        return Figure(None, f"failed ({done.returncode}): {done.stderr.strip()[:120]}"), done.stdout
-    return Figure(elapsed), done.stdout.strip()
-
-
-def vm_kib(pid: int, field: str) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no {field} for pid {pid}")
-
-
-
-def release(mountpoint: Path) -> None:
-    """Unmount; lazily if that fails. Reaps a wafs daemon this process forked."""
-    if not mounted_at(mountpoint):
-        return
-    try:
-        pid: int | None = daemon_pid(mountpoint)
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
     except OSError:
-        pid = None
-    try:
-        unmount(str(mountpoint), timeout=60)
-    except Exception as exc:
-        log(f"unmount of {mountpoint} failed ({exc}); detaching it lazily")
-        subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], capture_output=True, timeout=60)
-    if pid is not None:
+        pass
+    return 0
+
+
+# --- the stores and mounts -----------------------------------------------------------------------
+
+
+class MeasuredRedis:
+    """The benchmark's redis-server through one patient client (big stores) that reads its counters."""
+
+    def __init__(self, server: RedisServer) -> None:
+        self.url = server.url
+        self.pid = server.pid
+        self.client = server.client(timeout=600)
+
+    def counters(self) -> tuple[int, dict[str, int]]:
+        """(read events, calls per command) so far; INFO itself is left out of both."""
+        reads = int(self.client.info("stats")["total_reads_processed"])
+        stats = self.client.info("commandstats")
+        return reads, {name.removeprefix("cmdstat_"): int(s["calls"]) for name, s in stats.items()
+                       if name != "cmdstat_info"}
+
+    def since(self, before: tuple[int, dict[str, int]]) -> dict[str, Any]:
+        reads, calls = self.counters()
+        changed = {name: count - before[1].get(name, 0) for name, count in calls.items()}
+        return {"reads": reads - before[0] - 2,  # the two INFO of the first counters()
+                "calls": {name: count for name, count in sorted(changed.items()) if count}}
+
+
+@dataclasses.dataclass
+class Env:
+    """Where each configuration's data is, for one size."""
+
+    size: str
+    work: Path
+    copies: dict[str, Path]  # native / bindfs: copies of the FileEngine directory
+    urls: dict[str, str]  # engine -> URL
+    chat: str
+    chat_on_disk: str
+    redis: MeasuredRedis | None
+    max_wait: float
+    timeout: float
+    dest: Path  # where cp -a writes: on tmpfs when there is one, so that it measures the reads
+
+
+@dataclasses.dataclass
+class Mounted:
+    root: Path
+    pid: int | None = None  # the wafs daemon
+    seconds: float | None = None  # from the mount command to the first ls answered
+    exit_seconds: float | None = None  # from the unmount to the daemon's exit (wafs)
+
+
+def wafs_command(*arguments: str) -> list[str]:
+    return [sys.executable, "-c", "import sys; from wafs.cli import main; sys.exit(main())", *arguments]
+
+
+def fusermount_off(mountpoint: Path) -> None:
+    """Unmount (retrying while busy for a few seconds), lazily as a last resort."""
+    for _ in range(20):
+        if not mounted_at(mountpoint):
+            return
+        done = subprocess.run(["fusermount3", "-u", str(mountpoint)], capture_output=True, timeout=60)
+        if done.returncode == 0:
+            return
+        time.sleep(0.25)
+    log(f"unmount of {mountpoint} keeps failing; detaching it lazily")
+    subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], capture_output=True, timeout=60)
+
+
+def bindfs_pid(mountpoint: Path) -> int | None:
+    """The bindfs process serving ``mountpoint`` (it daemonizes: found by its command line)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
         try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"bindfs") and os.fsencode(str(mountpoint)) in argv:
+            return int(entry.name)
+    return None
 
 
 @contextmanager
-def wafs_mount(url: str, mountpoint: Path, log_file: Path) -> Iterator[float]:
-    """Mount ``url`` in the background; yields the seconds from ``mount()`` to the first ``ls``."""
+def mounted(config: Config, env: Env, url: str | None = None) -> Iterator[Mounted]:
+    """Mount ``config`` afresh (``url`` instead of the session's, for a wafs mount)."""
+    if config.target == "native":
+        yield Mounted(env.copies["native"])
+        return
+    mountpoint = env.work / f"mnt-{config.name}"
     mountpoint.mkdir(parents=True, exist_ok=True)
+    if mounted_at(mountpoint):
+        raise SystemExit(f"{mountpoint} is still mounted")
+    if config.target == "bindfs":
+        command = ["bindfs", *(["-r"] if config.read_only else []), str(env.copies["bindfs"]),
+                   str(mountpoint)]
+    else:
+        command = wafs_command("mount", str(mountpoint), "--engine", url or env.urls[config.target],
+                               "--log-file", str(env.work / f"{config.name}.log"),
+                               *(["--read-only"] if config.read_only else []))
+    result = Mounted(mountpoint)
     started = time.perf_counter()
     try:
-        mount(url, str(mountpoint), MountOptions(), log_file=str(log_file))
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(command[:1])} failed: {done.stderr.strip()[-1000:]}")
         os.listdir(mountpoint)
-        yield time.perf_counter() - started
+        result.seconds = time.perf_counter() - started
+        result.pid = bindfs_pid(mountpoint) if config.target == "bindfs" else daemon_pid(mountpoint)
+        yield result
     finally:
-        release(mountpoint)
-
-
-@contextmanager
-def bindfs_mount(source: Path, mountpoint: Path) -> Iterator[float]:
-    mountpoint.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    try:
-        subprocess.run(["bindfs", str(source), str(mountpoint)], check=True, capture_output=True, timeout=60)
-        os.listdir(mountpoint)
-        yield time.perf_counter() - started
-    finally:
-        if mounted_at(mountpoint):
-            result = subprocess.run(["fusermount3", "-u", str(mountpoint)], capture_output=True, timeout=60)
-            if result.returncode != 0:
-                subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], capture_output=True, timeout=60)
+        started = time.perf_counter()
+        if config.target == "bindfs" or not mounted_at(mountpoint):
+            fusermount_off(mountpoint)
+        else:
+            try:
+                unmount(str(mountpoint), timeout=60)
+            except Exception as exc:
+                log(f"unmount of {mountpoint} failed ({exc}); trying again")
+                fusermount_off(mountpoint)
+        if result.pid and config.target != "bindfs":
+            while alive(result.pid) and time.perf_counter() - started < EXIT_WAIT:
+                time.sleep(0.01)
+            if alive(result.pid):
+                log(f"daemon {result.pid} still running {EXIT_WAIT:.0f} s after its unmount; killing it")
+                os.kill(result.pid, signal.SIGKILL)
+            else:
+                result.exit_seconds = time.perf_counter() - started
 
 
 def fill(engine: Engine, size: Size) -> int:
@@ -205,55 +335,189 @@ def fill(engine: Engine, size: Size) -> int:
     return keys + size.wide
 
 
-class MeasuredRedis:
-    """The benchmark's redis-server through one patient client (big stores) that reads its counters."""
-
-    def __init__(self, server: RedisServer) -> None:
-        self.url = server.url
-        self.client = server.client(timeout=600)
-
-    def calls(self) -> dict[str, int]:
-        """Calls per command since the server started (``INFO commandstats``), INFO excluded."""
-        stats = self.client.info("commandstats")
-        return {name.removeprefix("cmdstat_"): int(s["calls"]) for name, s in stats.items()
-                if name != "cmdstat_info"}
-
-    def reads(self) -> int:
-        """Read events the server has processed: one per request or pipeline (≈ round trips)."""
-        return int(self.client.info("stats")["total_reads_processed"])
+# --- one timed operation -------------------------------------------------------------------------
 
 
-def delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
-    changed = {name: after[name] - before.get(name, 0) for name in after}
-    return {name: count for name, count in sorted(changed.items()) if count}
+def shell(command: str, timeout: float) -> tuple[float | None, str, str]:
+    """(seconds or None on failure/timeout, stdout, error note) of ``command`` under bash."""
+    started = time.perf_counter()
+    process = subprocess.Popen(["bash", "-o", "pipefail", "-c", command], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True,
+                               env={**os.environ, "LC_ALL": "C"})
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        return None, "", f"timeout > {timeout:.0f} s"
+    except BaseException:  # SIGTERM, ^C: leave no command running on a mount
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        raise
+    elapsed = time.perf_counter() - started
+    if process.returncode != 0:
+        return None, out.strip(), f"failed ({process.returncode}): {err.strip()[:200]}"
+    return elapsed, out.strip(), (f"stderr: {err.strip()[:200]}" if err.strip() else "")
 
 
-def measure_target(target: str, root: Path, chat: str, result: Result, work: Path, timeout: float,
-                   redis: MeasuredRedis | None) -> None:
-    """Run every operation on ``root`` (a mount or the native directory), in order."""
-    for op, _label, template in OPERATIONS:
-        dest = work / "dest"
-        command = (template.replace("MOUNT", shlex.quote(str(root))).replace("CHAT", shlex.quote(chat))
-                   .replace("DEST", shlex.quote(str(dest))).replace("WIDE", WIDE))
-        result.caches_dropped = drop_caches() and result.caches_dropped
-        before, reads = (redis.calls(), redis.reads()) if redis else ({}, 0)
-        figure, out = timed_shell(command, timeout)
-        if redis:
-            figure.reads = redis.reads() - reads - 1  # minus the INFO that read calls()
-            figure.calls = delta(before, redis.calls())
-        if op in ("find", "grep", "ls") and figure.seconds is not None:
-            figure.note = f"{out} lines"
-        if op == "find" and out.isdigit() and (target == "native" or not result.files):
-            result.files = int(out)
-        result.figures.setdefault(op, {})[target] = figure
-        shutil.rmtree(dest, ignore_errors=True)
-        log(f"{target:8} {op:6} {figure.seconds if figure.seconds is None else round(figure.seconds, 3)} s "
-            f"{figure.note} {sum((figure.calls or {}).values()) if redis else ''}")
+def run_op(op: str, root: Path, dest: Path, pid: int | None, env: Env, store: bool = False) -> dict[str, Any]:
+    """Run ``op`` once on ``root``: its time, output, CPU (tool, daemon, redis-server, others) and,
+    with ``store``, the Redis counters."""
+    _, template, check = OPS[op]
+    def fill_in(text: str) -> str:
+        return (text.replace("ROOT", shlex.quote(str(root))).replace("DEST", shlex.quote(str(dest)))
+                .replace("WIDE", WIDE))
+    before = env.redis.counters() if env.redis and store else None
+    server = env.redis.pid if env.redis else None
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    daemon, redis_cpu, busy = proc_cpu(pid), proc_cpu(server), cpu_busy()
+    seconds, out, note = shell(fill_in(template), env.timeout)
+    busy = cpu_busy() - busy
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    tool = after.ru_utime - children.ru_utime + after.ru_stime - children.ru_stime
+    daemon, redis_cpu = proc_cpu(pid) - daemon, proc_cpu(server) - redis_cpu
+    cpu = {"tool": round(tool, 2), "daemon": round(daemon, 2), "redis": round(redis_cpu, 2),
+           "other": round(max(0.0, busy - tool - daemon - redis_cpu), 2)}
+    run: dict[str, Any] = {"seconds": None if seconds is None else round(seconds, 4), "out": out,
+                           "note": note, "cpu": cpu}
+    if before is not None and env.redis:
+        run["redis"] = env.redis.since(before)
+    if check:
+        _, run["out"], check_note = shell(fill_in(check), env.timeout)
+        run["note"] = "; ".join(n for n in (note, check_note) if n)
+    shutil.rmtree(dest, ignore_errors=True)
+    return run
 
 
-def run_size(name: str, targets: list[str], timeout: float) -> Result:
+def phase(config: Config, op: str, env: Env, round_number: int) -> dict[str, Any]:
+    """Drop caches, mount afresh, run ``op`` cold and warm, unmount."""
+    idle = wait_idle(env.max_wait)
+    dropped = drop_caches()
+    record: dict[str, Any] = {"kind": "phase", "size": env.size, "round": round_number, "config": config.name,
+                              "op": op, "others_before": idle, "dropped": dropped}
+    where = Mounted(env.work)
+    try:
+        with mounted(config, env) as where:
+            record["rss_mount_kib"] = vm_kib(where.pid, "VmRSS")
+            for warmth in ("cold", "warm"):
+                record[warmth] = run_op(op, where.root, env.dest, where.pid, env,
+                                        store=config.target == "redis")
+                record[f"rss_{warmth}_kib"] = vm_kib(where.pid, "VmRSS")
+            record["hwm_kib"] = vm_kib(where.pid, "VmHWM")
+    except Exception as exc:  # a mount that fails is a result too; the next phase goes on
+        log(f"r{round_number} {config.name} {op}: {exc}")
+        for warmth in ("cold", "warm"):
+            record.setdefault(warmth, {"seconds": None, "out": "", "note": f"error: {exc}"[:300],
+                                       "cpu": {"tool": 0.0, "daemon": 0.0, "other": 0.0}})
+    record["mount"] = where.seconds
+    record["exit"] = where.exit_seconds
+    record["t"] = time.strftime("%H:%M:%S")
+    cold, warm = record["cold"], record["warm"]
+    log(f"r{round_number} {config.name:11} {op:4}: cold {cold['seconds']} s warm {warm['seconds']} s "
+        f"out {cold['out']}/{warm['out']} mount {where.seconds and round(where.seconds, 2)} s "
+        f"exit {where.exit_seconds and round(where.exit_seconds, 2)} s "
+        f"others {cold['cpu']['other']}/{warm['cpu']['other']} s {cold['note']} {warm['note']}".rstrip())
+    return record
+
+
+# --- request counts (kernel tracepoint) ----------------------------------------------------------
+
+TRACING = Path("/sys/kernel/tracing")
+EVENT = "events/fuse/fuse_request_send"
+
+
+class Tracer:
+    """The kernel's ``fuse:fuse_request_send`` events, counted per opcode for one connection."""
+
+    def __init__(self) -> None:
+        self.mounted_tracefs = False
+
+    def start(self) -> bool:
+        try:
+            if not (TRACING / "events").exists():
+                done = subprocess.run(["mount", "-t", "tracefs", "nodev", str(TRACING)], capture_output=True)
+                self.mounted_tracefs = done.returncode == 0
+            if not (TRACING / EVENT).exists():
+                return False
+            self._write("tracing_on", "0")
+            self._write("buffer_size_kb", "131072")
+            self._write(f"{EVENT}/enable", "1")
+            self._write("trace", "")
+            self._write("tracing_on", "1")
+            return True
+        except OSError as exc:
+            log(f"no request counts: {exc}")
+            return False
+
+    def _write(self, name: str, value: str) -> None:
+        (TRACING / name).write_text(value, encoding="ascii")
+
+    def take(self, connection: int) -> dict[str, int]:
+        """Requests sent to ``connection`` (the mount's st_dev) since the last take, by opcode."""
+        self._write("tracing_on", "0")
+        counts: collections.Counter[str] = collections.Counter()
+        pattern = re.compile(r"connection (\d+) req \d+ opcode \d+ \((FUSE_\w+)\)")
+        with open(TRACING / "trace", encoding="ascii", errors="replace") as trace:
+            for line in trace:
+                found = pattern.search(line)
+                if found and int(found.group(1)) == connection:
+                    counts[found.group(2).removeprefix("FUSE_")] += 1
+        overrun = 0
+        for cpu in (TRACING / "per_cpu").iterdir():
+            for line in (cpu / "stats").read_text(encoding="ascii").splitlines():
+                if line.startswith("overrun:"):
+                    overrun += int(line.split()[1])
+        if overrun:
+            counts["_OVERRUN"] = overrun
+        self._write("trace", "")
+        self._write("tracing_on", "1")
+        return dict(counts.most_common())
+
+    def stop(self) -> None:
+        try:
+            self._write("tracing_on", "0")
+            self._write(f"{EVENT}/enable", "0")
+            self._write("buffer_size_kb", "1408")
+            self._write("trace", "")
+        except OSError:
+            pass
+        if self.mounted_tracefs:
+            subprocess.run(["umount", str(TRACING)], capture_output=True)
+
+
+def count_requests(configs: list[Config], ops: list[str], env: Env, emit: Any) -> None:
+    tracer = Tracer()
+    if not tracer.start():
+        log("the tracepoint fuse:fuse_request_send cannot be read: no request counts")
+        tracer.stop()
+        return
+    try:
+        for config in configs:
+            if config.target == "native":
+                continue
+            for op in ops:
+                drop_caches()
+                with mounted(config, env) as where:
+                    connection = os.stat(where.root).st_dev
+                    tracer.take(connection)  # INIT, the first ls
+                    for warmth in ("cold", "warm"):
+                        run = run_op(op, where.root, env.dest, None, env)
+                        counts = tracer.take(connection)
+                        emit({"kind": "count", "size": env.size, "config": config.name, "op": op,
+                              "phase": warmth, "counts": counts, "seconds": run["seconds"],
+                              "out": run["out"]})
+                        log(f"count {config.name:11} {op:4} {warmth}: {sum(counts.values())} requests "
+                            f"{counts}")
+    finally:
+        tracer.stop()
+
+
+# --- a size --------------------------------------------------------------------------------------
+
+
+def run_size(name: str, configs: list[Config], args: argparse.Namespace, emit: Any) -> None:
     size = SIZES[name]
-    result = Result(name)
+    targets = {c.target for c in configs}
     with ExitStack() as stack:
         work = Path(tempfile.mkdtemp(prefix="wafs-bench-"))
         stack.callback(shutil.rmtree, work, ignore_errors=True)
@@ -266,65 +530,56 @@ def run_size(name: str, targets: list[str], timeout: float) -> Result:
         log(f"size {name}: {size.chats} chats x {size.messages} messages, writing the stores")
         store = work / "store"
         engines: list[Engine] = []
-        if any(t in targets for t in ("native", "bindfs", "file")):  # 1.5M files take a while
+        if targets & {"native", "bindfs", "file"}:  # 1.5M files take a while
             engines.append(FileEngine(store, fsync=False))
         if redis:
             engines.append(RedisEngine.from_url(f"{redis.url}?prefix={PREFIX}"))
         if postgres:
             engines.append(PostgresEngine(postgres.dsn, "storage"))
+        keys = 0
         for engine in engines:
-            result.keys = fill(engine, size)
+            keys = fill(engine, size)
         chat = sorted(engines[0].children("chat"))[0]  # the same chat in every store
-        chat_on_disk = chat.replace("@", AT_ON_DISK)
         for engine in engines:
             engine.close()
-        copies = {t: work / f"copy-{t}" for t in ("native", "bindfs") if t in targets}
+        copies: dict[str, Path] = {t: work / f"copy-{t}" for t in ("native", "bindfs") if t in targets}
         for copy in copies.values():
             subprocess.run(["cp", "-a", str(store), str(copy)], check=True)
+        feed = "&notifications=enable"
         urls = {
             "file": f"file://{store}",
-            "redis": f"{redis.url}?prefix={PREFIX}&timeout=60" if redis else "",
+            "redis": f"{redis.url}?prefix={PREFIX}&timeout=60{feed}" if redis else "",
             "postgres": f"{postgres.url}?table=storage&timeout=60" if postgres else "",
         }
+        shm = Path("/dev/shm")
+        scratch = Path(tempfile.mkdtemp(prefix="wafs-bench-", dir=shm if os.access(shm, os.W_OK) else work))
+        stack.callback(shutil.rmtree, scratch, ignore_errors=True)
+        env = Env(name, work, copies, urls, chat, chat.replace("@", AT_ON_DISK), redis, args.max_wait,
+                  args.op_timeout, scratch / "dest")
+        emit({"kind": "size", "size": name, "keys": keys, "chats": size.chats, "messages": size.messages,
+              "wide": size.wide, "configs": [c.name for c in configs], "ops": args.ops,
+              "urls": {k: v for k, v in urls.items() if v and k in targets}})
 
-        for target in targets:
-            log(f"size {name}: {target}")
-            mountpoint = work / f"mnt-{target}"
-            drop_caches()
-            if target == "native":
-                measure_target(target, copies["native"], chat_on_disk, result, work, timeout, None)
-                continue
-            before, reads = (redis.calls(), redis.reads()) if redis and target == "redis" else ({}, 0)
-            opened = (bindfs_mount(copies["bindfs"], mountpoint) if target == "bindfs"
-                      else wafs_mount(urls[target], mountpoint, work / f"{target}.log"))
-            with opened as seconds:
-                figure = Figure(seconds)
-                if target == "redis" and redis:
-                    figure.reads = redis.reads() - reads - 1
-                    figure.calls = delta(before, redis.calls())
-                result.figures.setdefault("mount", {})[target] = figure
-                pid = daemon_pid(mountpoint) if target != "bindfs" else None
-                after_mount = vm_kib(pid, "VmHWM") if pid else 0
-                measure_target(target, mountpoint, chat_on_disk if target == "bindfs" else chat, result, work,
-                               timeout, redis if target == "redis" else None)
-                if pid:
-                    result.daemons[target] = Daemon(result.keys, after_mount, vm_kib(pid, "VmHWM"))
+        for round_number in range(args.rounds):
+            shift = round_number % len(configs)
+            for config in configs[shift:] + configs[:shift]:  # interleaved rounds
+                for op in args.ops:
+                    emit(phase(config, op, env, round_number))
 
-        if redis:
-            measure_empty_daemon(redis, result, work)
-            measure_big_redis(redis, size, chat, result, work, timeout)
-    return result
+        for config in configs:  # the daemon before it holds a key: the baseline of memory per key
+            if config.target == "redis" and redis:
+                with mounted(config, env, f"{redis.url}?prefix={EMPTY_PREFIX}{feed}") as where:
+                    emit({"kind": "empty", "size": name, "config": config.name,
+                          "rss_kib": vm_kib(where.pid, "VmRSS"), "hwm_kib": vm_kib(where.pid, "VmHWM")})
+        if args.count_ops:
+            count_requests(configs, args.count_ops, env, emit)
+        if args.big_rm and redis:  # last: it empties the server
+            emit(measure_big_redis(redis, size, chat, env))
 
 
-def measure_empty_daemon(redis: MeasuredRedis, result: Result, work: Path) -> None:
-    """What a daemon costs before it holds any key: the baseline for memory per key."""
-    with wafs_mount(f"{redis.url}?prefix={EMPTY_PREFIX}", work / "mnt-empty", work / "empty.log"):
-        result.empty_daemon_kib = vm_kib(daemon_pid(work / "mnt-empty"), "VmHWM")
-
-
-def measure_big_redis(redis: MeasuredRedis, size: Size, chat: str, result: Result, work: Path,
-                      timeout: float) -> None:
-    """``rm -r`` of one chat while Redis holds ``size.big_redis`` keys (session + filler)."""
+def measure_big_redis(redis: MeasuredRedis, size: Size, chat: str, env: Env) -> dict[str, Any]:
+    """``rm -r`` of one chat on a writable mount (change feed on) while Redis holds
+    ``size.big_redis`` keys (the session + filler)."""
     log("big Redis: session + filler")
     redis.client.flushall()
     engine = RedisEngine.from_url(f"{redis.url}?prefix={BIG_PREFIX}")
@@ -333,31 +588,34 @@ def measure_big_redis(redis: MeasuredRedis, size: Size, chat: str, result: Resul
     filler = size.big_redis - int(redis.client.dbsize())
     if filler > 0:
         redis.client.execute_command("DEBUG", "POPULATE", filler, "filler", 16)
-    result.big_keys = int(redis.client.dbsize())
-    mountpoint = work / "mnt-big"
-    with wafs_mount(f"{redis.url}?prefix={BIG_PREFIX}&timeout=60", mountpoint, work / "big.log"):
-        os.listdir(mountpoint / "chat" / chat)
-        before, reads = redis.calls(), redis.reads()
-        result.big_rm, _ = timed_shell(f"rm -r {shlex.quote(str(mountpoint / 'chat' / chat))}", timeout)
-        result.big_rm.reads = redis.reads() - reads - 1
+    record: dict[str, Any] = {"kind": "big_rm", "size": env.size, "keys": int(redis.client.dbsize())}
+    url = f"{redis.url}?prefix={BIG_PREFIX}&timeout=60&notifications=enable"
+    with mounted(Config("redis", read_only=False), env, url) as where:
+        record["mount"] = where.seconds
+        os.listdir(where.root / "chat" / chat)
+        before = redis.counters()
+        record["seconds"], _, record["note"] = shell(f"rm -r {shlex.quote(str(where.root / 'chat' / chat))}",
+                                                     env.timeout)
         started = time.perf_counter()
         pattern = glob_escape(f"{BIG_PREFIX}:chat/{chat}/") + "*"
         while any(True for _ in redis.client.scan_iter(match=pattern, count=10_000)):
-            if time.perf_counter() - started > timeout:
+            if time.perf_counter() - started > env.timeout:
                 break
             time.sleep(0.05)
-        if result.big_rm.seconds is not None:
-            result.big_swept = result.big_rm.seconds + time.perf_counter() - started
-        result.big_rm.calls = delta(before, redis.calls())
-    log(f"big Redis ({result.big_keys} keys): rm -r one chat {result.big_rm.seconds} s, "
-        f"swept {result.big_swept} s")
+        if record["seconds"] is not None:
+            record["swept"] = record["seconds"] + time.perf_counter() - started
+        record["redis"] = redis.since(before)
+    record["exit"] = where.exit_seconds
+    log(f"big Redis ({record['keys']} keys): rm -r one chat {record['seconds']} s, "
+        f"swept {record.get('swept')} s")
+    return record
 
 
 def glob_escape(text: str) -> str:
     return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
 
 
-# --- report ------------------------------------------------------------------------------------
+# --- report --------------------------------------------------------------------------------------
 
 
 def fmt(seconds: float | None) -> str:
@@ -366,209 +624,455 @@ def fmt(seconds: float | None) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
 
-def ratio(a: Figure | None, b: Figure | None) -> str:
-    if a is None or b is None or a.seconds is None or b.seconds is None or b.seconds <= 0:
+def med(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+@dataclasses.dataclass
+class Summary:
+    """One size's measurements, gathered from the records."""
+
+    size: str
+    keys: int
+    files: int | None
+    configs: list[str]
+    ops: list[str]
+    phases: list[dict[str, Any]]
+    counts: dict[tuple[str, str, str], dict[str, int]]
+    empty: dict[str, int]
+    big_rm: dict[str, Any] | None
+    max_other: float
+    expected: dict[str, str] = dataclasses.field(default_factory=dict)  # op -> the right output
+    wrong: list[str] = dataclasses.field(default_factory=list)
+    noisy: list[str] = dataclasses.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for op in self.ops:
+            outs = [p[w]["out"] for p in self.phases if p["op"] == op for w in ("cold", "warm")
+                    if p[w]["seconds"] is not None]
+            native = [p["cold"]["out"] for p in self.phases if p["op"] == op and p["config"] == "native"]
+            common = collections.Counter(outs).most_common(1)
+            self.expected[op] = native[0] if native else common[0][0] if common else ""
+        if "find" in self.expected and self.expected["find"].isdigit():
+            self.files = int(self.expected["find"])
+        for p in self.phases:
+            for warmth in ("cold", "warm"):
+                run = p[warmth]
+                where = f"round {p['round']} {p['config']} {p['op']} {warmth}"
+                if run["seconds"] is None:
+                    self.wrong.append(f"{where}: {run['note']}")
+                elif run["out"] != self.expected[p["op"]]:
+                    self.wrong.append(f"{where}: printed {run['out']!r}, expected {self.expected[p['op']]!r}")
+                    run["seconds"] = None
+                elif run["cpu"]["other"] > self.max_other * run["seconds"]:
+                    self.noisy.append(f"{where}: {run['seconds']:.2f} s, other jobs used "
+                                      f"{run['cpu']['other']} CPU s")
+                    run["noisy"] = True
+
+    def seconds(self, config: str, op: str, warmth: str) -> list[float]:
+        """Clean timings (others' CPU below the bound); all timings when none is clean."""
+        runs = [p[warmth] for p in self.phases if p["config"] == config and p["op"] == op
+                and p[warmth]["seconds"] is not None]
+        clean = [r["seconds"] for r in runs if not r.get("noisy")]
+        return clean or [r["seconds"] for r in runs]
+
+    def ratios(self, config: str, baseline: str, op: str, warmth: str) -> list[float]:
+        """``config`` ÷ ``baseline`` within each round (clean rounds when there are any)."""
+        found: list[tuple[bool, float]] = []
+        for round_number in sorted({p["round"] for p in self.phases}):
+            mine = self._run(round_number, config, op, warmth)
+            base = self._run(round_number, baseline, op, warmth)
+            if mine and base and mine["seconds"] and base["seconds"]:
+                noisy = bool(mine.get("noisy") or base.get("noisy"))
+                found.append((noisy, mine["seconds"] / base["seconds"]))
+        clean = [r for noisy, r in found if not noisy]
+        return clean or [r for _, r in found]
+
+    def _run(self, round_number: int, config: str, op: str, warmth: str) -> dict[str, Any] | None:
+        for p in self.phases:
+            if p["round"] == round_number and p["config"] == config and p["op"] == op:
+                run: dict[str, Any] = p[warmth]
+                return run if run["seconds"] is not None else None
+        return None
+
+    def of(self, config: str, key: str) -> list[float]:
+        return [p[key] for p in self.phases if p["config"] == config and p.get(key) is not None]
+
+    def count(self, config: str, op: str, warmth: str) -> dict[str, int] | None:
+        return self.counts.get((config, op, warmth))
+
+
+def ratio_text(values: list[float]) -> str:
+    if not values:
         return "—"
-    return f"{a.seconds / b.seconds:.2f}×"
+    text = f"{statistics.median(values):.2f}×"
+    return text + (f" ({', '.join(f'{v:.2f}' for v in values)})" if len(values) > 1 else "")
 
 
-def calls_text(figure: Figure | None, files: int, op: str) -> str:
-    if figure is None or figure.calls is None:
-        return "—"
-    total = sum(figure.calls.values())
-    top = ", ".join(f"{name.replace('|', ' ')} {count}"
-                    for name, count in sorted(figure.calls.items(), key=lambda i: -i[1])[:4])
-    per_file = f", {figure.reads / files:.3f} round trips/file" if op in PER_FILE and files else ""
-    return f"{figure.reads} round trips{per_file}; {total} commands ({top})" if total else "0"
-
-
-def figures_table(result: Result, targets: list[str]) -> list[str]:
-    size = SIZES[result.size]
-    columns = [TITLES[t] for t in targets]
-    lines = [
-        f"| operation | {' | '.join(columns)} | Redis ÷ bindfs | Redis ÷ native | Redis round trips |",
-        "|---" * (len(columns) + 4) + "|",
-    ]
-    labels = {"mount": "mount + first `ls`"} | {op: label.replace("WIDE", f"of {size.wide} entries")
-                                                  for op, label, _ in OPERATIONS}
-    for op, label in labels.items():
-        row = result.figures.get(op, {})
-        cells = []
-        for target in targets:
-            figure = row.get(target)
-            if figure is None:
-                cells.append("n/a")
-            else:
-                cells.append(fmt(figure.seconds) + (f" ({figure.note})" if figure.seconds is None else ""))
-        lines.append(f"| {label} | {' | '.join(cells)} | {ratio(row.get('redis'), row.get('bindfs'))} | "
-                     f"{ratio(row.get('redis'), row.get('native'))} | "
-                     f"{calls_text(row.get('redis'), result.files, op)} |")
+def timings_table(s: Summary) -> list[str]:
+    configs = [config_named(c) for c in s.configs]
+    lines = ["| operation | " + " | ".join(c.title for c in configs) + " |",
+             "|---" * (len(configs) + 1) + "|"]
+    for op in s.ops:
+        for warmth in ("cold", "warm"):
+            cells = []
+            for c in configs:
+                m = med(s.seconds(c.name, op, warmth))
+                r = med(s.ratios(c.name, c.baseline, op, warmth)) if c.target != "bindfs" else None
+                cells.append(fmt(m) + (f" ({r:.2f}×)" if r is not None and m is not None else ""))
+            label = OPS[op][0].replace("WIDE", f"{SIZES[s.size].wide} entries")
+            lines.append(f"| {label} {warmth} | " + " | ".join(cells) + " |")
+    mounts = [fmt(med(s.of(c.name, "mount"))) if c.target != "native" else "n/a" for c in configs]
+    exits = [fmt(med(s.of(c.name, "exit"))) if c.target in ENGINES else "n/a" for c in configs]
+    lines.append("| mount → first `ls` | " + " | ".join(mounts) + " |")
+    lines.append("| daemon exit after unmount | " + " | ".join(exits) + " |")
     return lines
 
 
-def memory_table(result: Result) -> list[str]:
-    lines = [
-        "| daemon | keys held | VmHWM after mount + `ls` | VmHWM at end "
-        "| tree bytes/key (after mount − empty daemon) | bytes/key at end (VmHWM ÷ keys) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for target, daemon in result.daemons.items():
-        tree = ((daemon.after_mount_kib - result.empty_daemon_kib) * 1024 / daemon.keys
-                if result.empty_daemon_kib else 0)
-        lines.append(
-            f"| {TITLES[target]} | {daemon.keys} | {daemon.after_mount_kib / 1024:.1f} MiB | "
-            f"{daemon.peak_kib / 1024:.1f} MiB | {tree:.0f} | {daemon.peak_kib * 1024 / daemon.keys:.0f} |"
-        )
-    if result.empty_daemon_kib:
-        lines.append(f"| empty daemon (Redis, 0 keys) | 0 | {result.empty_daemon_kib / 1024:.1f} MiB | | | |")
-    return lines
-
-
-def targets_table(result: Result) -> list[str]:
-    figures = result.figures
-    def no_slower(op: str) -> tuple[str, bool | None]:
-        r, b = figures.get(op, {}).get("redis"), figures.get(op, {}).get("bindfs")
-        if r is None or b is None or r.seconds is None or b.seconds is None:
-            return "—", None
-        text = f"{fmt(r.seconds)} vs bindfs {fmt(b.seconds)} ({r.seconds / b.seconds:.2f}×)"
-        return text, r.seconds <= b.seconds
-
+def targets_table(s: Summary) -> list[str]:
     rows: list[tuple[str, str, bool | None]] = []
-    mount_fig = figures.get("mount", {}).get("redis")
-    rows.append(("Redis mount answers first `ls` < 2 s", fmt(mount_fig.seconds) if mount_fig else "—",
-                 mount_fig.seconds < 2 if mount_fig and mount_fig.seconds is not None else None))
-    for op in ("find", "grep", "cp"):
-        text, met = no_slower(op)
-        rows.append((f"{op} over Redis mount no slower than bindfs", text, met))
-    ls_fig = figures.get("ls", {}).get("redis")
-    rows.append((f"`ls -l` of {SIZES[result.size].wide} entries < 1 s (Redis mount)",
-                 fmt(ls_fig.seconds) if ls_fig else "—",
-                 ls_fig.seconds < 1 if ls_fig and ls_fig.seconds is not None else None))
-    rows.append((f"`rm -r` one chat on a {result.big_keys}-key Redis < 1 s",
-                 f"{fmt(result.big_rm.seconds)} (store swept after {fmt(result.big_swept)})",
-                 result.big_rm.seconds < 1 if result.big_rm.seconds is not None else None))
-    daemon = result.daemons.get("redis")
-    if daemon and result.empty_daemon_kib:
-        tree = (daemon.after_mount_kib - result.empty_daemon_kib) * 1024 / daemon.keys
-        peak = daemon.peak_kib * 1024 / daemon.keys
-        rows.append(("≤ 300 bytes daemon memory per key held (Redis tree)",
-                     f"{tree:.0f} B/key ({peak:.0f} B/key counting the whole peak)", tree <= 300))
-    lines = ["| target (DESIGN §3) | figure | met |", "|---|---|---|"]
+
+    def against(config: str, baseline: str, op: str, warmth: str, bound: float, what: str) -> None:
+        values = s.ratios(config, baseline, op, warmth)
+        m = med(values)
+        rows.append((what, ratio_text(values), None if m is None else m <= bound))
+
+    for engine in ENGINES:
+        ro, rw = f"{engine}-ro", f"{engine}-rw"
+        title = ENGINE_TITLES[engine]
+        if ro in s.configs and "bindfs-ro" in s.configs:
+            for op in ("find", "grep", "cp"):
+                if op in s.ops:
+                    against(ro, "bindfs-ro", op, "cold", 0.5,
+                            f"{title} --read-only: cold `{op}` ≤ 0.5× bindfs -r")
+            for op in ("find", "grep"):
+                if op in s.ops:
+                    against(ro, "bindfs-ro", op, "warm", 0.3,
+                            f"{title} --read-only: warm `{op}` ≤ 0.3× bindfs -r")
+        if ro in s.configs and "native" in s.configs:
+            for op in ("find", "grep"):
+                if op in s.ops:
+                    against(ro, "native", op, "warm", 2.0,
+                            f"{title} --read-only: warm `{op}` ≤ 2× native (stretch)")
+        if rw in s.configs and "bindfs-rw" in s.configs:
+            for op in ("find", "grep", "cp"):
+                if op in s.ops:
+                    against(rw, "bindfs-rw", op, "cold", 0.7, f"{title} writable: cold `{op}` ≤ 0.7× bindfs")
+            for op in ("find", "grep"):
+                if op in s.ops:
+                    against(rw, "bindfs-rw", op, "warm", 0.5, f"{title} writable: warm `{op}` ≤ 0.5× bindfs")
+        for config in (ro, rw):
+            if config not in s.configs:
+                continue
+            mode = config_named(config).title
+            if "ls" in s.ops:
+                m = med(s.seconds(config, "ls", "cold"))
+                trips = [p["cold"]["redis"]["reads"] for p in s.phases
+                         if p["config"] == config and p["op"] == "ls" and "redis" in p["cold"]]
+                extra = f"; {', '.join(map(str, trips))} store round trips" if trips else ""
+                rows.append((f"{mode}: `ls -l` of {SIZES[s.size].wide} entries cold < 0.3 s", fmt(m) + extra,
+                             None if m is None else m < 0.3))
+            bound = 10.0 if s.keys > 1_000_000 else 2.0
+            m = med(s.of(config, "mount"))
+            rows.append((f"{mode}: mount of {s.keys} keys answers its first `ls` < {bound:.0f} s", fmt(m),
+                         None if m is None else m < bound))
+            exits = s.of(config, "exit")
+            m = max(exits) if exits else None
+            killed = sum(1 for p in s.phases if p["config"] == config and p.get("exit") is None)
+            rows.append((f"{mode}: daemon gone < 5 s after the unmount", f"max {fmt(m)}"
+                         + (f"; {killed} did not exit within {EXIT_WAIT:.0f} s" if killed else ""),
+                         None if m is None else m < 5 and not killed))
+            per_key = memory_per_key(s, config)
+            if per_key:
+                rows.append((f"{mode}: daemon memory ≤ 300 B per key (tree + inode table)",
+                             f"{per_key[1]:.0f} B/key (tree alone {per_key[0]:.0f})", per_key[1] <= 300))
+    if s.big_rm:
+        b = s.big_rm
+        rows.append((f"`rm -r` of one chat on a {b['keys']}-key Redis < 1 s (writable, change feed)",
+                     f"{fmt(b['seconds'])} (store swept after {fmt(b.get('swept'))})",
+                     None if b["seconds"] is None else b["seconds"] < 1))
+    lines = ["| target (DESIGN §3) | measured (median; per round) | met |", "|---|---|---|"]
     for what, figure, met in rows:
         lines.append(f"| {what} | {figure} | {'—' if met is None else 'yes' if met else '**no**'} |")
     return lines
 
 
-def growth_table(results: list[Result], targets: list[str]) -> list[str]:
-    sizes = [r.size for r in results]
-    columns = " | ".join(f"{s} ({r.keys} keys)" for s, r in zip(sizes, results, strict=True))
-    lines = [f"| figure | {columns} | growth per step |", "|---" * (len(sizes) + 2) + "|"]
-    for op in ["mount", *(op for op, _, _ in OPERATIONS)]:
-        for target in targets:
-            values = [r.figures.get(op, {}).get(target) for r in results]
-            if all(v is None for v in values):
-                continue
-            secs = [v.seconds if v else None for v in values]
-            steps = [f"{b / a:.1f}×" if a and b else "—" for a, b in itertools.pairwise(secs)]
-            figures = " | ".join(fmt(s) for s in secs)
-            lines.append(f"| {op} · {TITLES[target]} | {figures} | {', '.join(steps)} |")
-    big = [r.big_rm.seconds for r in results]
-    lines.append(f"| rm -r one chat · big Redis | {' | '.join(fmt(s) for s in big)} | |")
+def memory_per_key(s: Summary, config: str) -> tuple[float, float] | None:
+    """(tree, tree + inode table) bytes per key: VmRSS after mount + ls and after a cold ``find``
+    (the kernel looked up every file), less the empty daemon's VmRSS."""
+    empty = s.empty.get(config)
+    tree = med([p["rss_mount_kib"] for p in s.phases if p["config"] == config and p.get("rss_mount_kib")])
+    full = med([p["rss_cold_kib"] for p in s.phases if p["config"] == config and p["op"] == "find"
+                and p.get("rss_cold_kib")])
+    if not empty or tree is None or not s.keys:
+        return None
+    return (tree - empty) * 1024 / s.keys, ((full if full is not None else tree) - empty) * 1024 / s.keys
+
+
+def memory_table(s: Summary) -> list[str]:
+    lines = ["| daemon | keys | empty daemon VmRSS | VmRSS after mount + `ls` | after cold `find` "
+             "| VmHWM at end (max) | B/key: tree | B/key: tree + inodes |",
+             "|---|---|---|---|---|---|---|---|"]
+    for config in s.configs:
+        if config not in s.empty:
+            continue
+        tree = med([p["rss_mount_kib"] for p in s.phases if p["config"] == config and p.get("rss_mount_kib")])
+        full = med([p["rss_cold_kib"] for p in s.phases if p["config"] == config and p["op"] == "find"
+                    and p.get("rss_cold_kib")])
+        hwm = max((p.get("hwm_kib", 0) for p in s.phases if p["config"] == config), default=0)
+        per_key = memory_per_key(s, config) or (0.0, 0.0)
+        lines.append(f"| {config_named(config).title} | {s.keys} | {mib(s.empty[config])} | {mib(tree)} | "
+                     f"{mib(full)} | {mib(hwm)} | {per_key[0]:.0f} | {per_key[1]:.0f} |")
     return lines
 
 
+def mib(kib: float | None) -> str:
+    return "—" if kib is None else f"{kib / 1024:.1f} MiB"
+
+
+def counts_table(s: Summary) -> list[str]:
+    lines = ["| mount | operation | requests per file | per opcode (per file) |", "|---|---|---|---|"]
+    files = s.files or 0
+    for config in s.configs:
+        for op in ("find", "grep", "cp", "ls"):
+            for warmth in ("cold", "warm"):
+                counts = s.count(config, op, warmth)
+                if counts is None:
+                    continue
+                per = SIZES[s.size].wide if op == "ls" else files
+                total = sum(v for k, v in counts.items() if not k.startswith("_"))
+                mix = ", ".join(f"{k} {v / per:.2f}" for k, v in counts.items()
+                                if not k.startswith("_") and v / per >= 0.005)
+                over = f" (trace overrun {counts['_OVERRUN']})" if "_OVERRUN" in counts else ""
+                unit = "entry" if op == "ls" else "file"
+                label = OPS[op][0].replace("WIDE", WIDE)
+                lines.append(f"| {config_named(config).title} | {label} {warmth} | "
+                             f"{total / per:.2f} / {unit} ({total}){over} | {mix or '—'} |")
+    return lines
+
+
+def round_trips_table(s: Summary) -> list[str]:
+    lines = ["| mount | operation | round trips cold | round trips warm | commands cold (top) |",
+             "|---|---|---|---|---|"]
+    for config in s.configs:
+        for op in s.ops:
+            found = [p for p in s.phases if p["config"] == config and p["op"] == op and "redis" in p["cold"]]
+            if not found:
+                continue
+            p = found[-1]
+            top = sorted(p["cold"]["redis"]["calls"].items(), key=lambda i: -i[1])[:4]
+            lines.append(f"| {config_named(config).title} | {OPS[op][0].replace('WIDE', WIDE)} | "
+                         f"{', '.join(str(q['cold']['redis']['reads']) for q in found)} | "
+                         f"{', '.join(str(q['warm']['redis']['reads']) for q in found)} | "
+                         f"{', '.join(f'{k} {v}' for k, v in top) or '—'} |")
+    return lines
+
+
+def cpu_table(s: Summary) -> list[str]:
+    lines = ["| mount | operation | daemon CPU s cold / warm | redis-server CPU s cold / warm "
+             "| tool CPU s cold / warm |", "|---|---|---|---|---|"]
+    for config in s.configs:
+        if config_named(config).target == "native":
+            continue
+        for op in s.ops:
+            found = [p for p in s.phases if p["config"] == config and p["op"] == op]
+            if not found:
+                continue
+            def cpu(warmth: str, who: str, runs: list[dict[str, Any]] = found) -> str:
+                return fmt_plain(med([p[warmth]["cpu"].get(who, 0.0) for p in runs]))
+            lines.append(f"| {config_named(config).title} | {OPS[op][0].replace('WIDE', WIDE)} | "
+                         f"{cpu('cold', 'daemon')} / {cpu('warm', 'daemon')} | "
+                         f"{cpu('cold', 'redis')} / {cpu('warm', 'redis')} | "
+                         f"{cpu('cold', 'tool')} / {cpu('warm', 'tool')} |")
+    return lines
+
+
+def growth_table(found: list[Summary]) -> list[str]:
+    """Medians of each wafs column across sizes, and the growth from one size to the next."""
+    lines = ["| figure | " + " | ".join(f"{s.size} ({s.keys} keys)" for s in found) + " | growth per step |",
+             "|---" * (len(found) + 2) + "|"]
+    configs = [c for c in found[0].configs if config_named(c).target in ENGINES]
+    rows: list[tuple[str, list[float | None], str]] = []
+    for config in configs:
+        title = config_named(config).title
+        rows.append((f"mount → first `ls` · {title}", [med(s.of(config, "mount")) for s in found], "s"))
+        rows.append((f"daemon exit (max) · {title}",
+                     [max(s.of(config, "exit"), default=None) for s in found], "s"))
+        for op in found[0].ops:
+            for warmth in ("cold", "warm"):
+                rows.append((f"{OPS[op][0].replace('WIDE', 'wide dir')} {warmth} · {title}",
+                             [med(s.seconds(config, op, warmth)) for s in found], "s"))
+        rows.append((f"B/key tree + inodes · {title}",
+                     [(memory_per_key(s, config) or (None, None))[1] for s in found], "B"))
+    for label, values, unit in rows:
+        if all(v is None for v in values):
+            continue
+        steps = [f"{b / a:.1f}×" if a and b else "—" for a, b in zip(values, values[1:], strict=False)]
+        cells = [fmt(v) if unit == "s" else ("—" if v is None else f"{v:.0f}") for v in values]
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {', '.join(steps)} |")
+    return lines
+
+
+def fmt_plain(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
 def machine() -> list[str]:
-    mem_kib = vm_meminfo()
+    with open("/proc/meminfo", encoding="ascii") as meminfo:
+        mem_kib = int(meminfo.readline().split()[1])
     return [
         f"- CPUs (`nproc`): {os.cpu_count()}; memory: {mem_kib / 1024 / 1024:.1f} GiB; "
         f"kernel: {platform.release()}",
         f"- Python {platform.python_version()}; {tool_version(['redis-server', '--version'])}; "
-        f"{tool_version([glob_postgres(), '--version'])}; {tool_version(['bindfs', '--version'])}",
+        f"{tool_version(['bindfs', '--version'])}; {tool_version(['fusermount3', '--version'])}",
     ]
-
-
-def vm_meminfo() -> int:
-    with open("/proc/meminfo") as meminfo:
-        return int(meminfo.readline().split()[1])
-
-
-def glob_postgres() -> str:
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"), key=lambda p: int(p.parts[4]))
-    return str(found[-1]) if found else "postgres"
 
 
 def tool_version(command: list[str]) -> str:
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=10)
-        return result.stdout.strip().splitlines()[0]
+        return (result.stdout.strip() or result.stderr.strip()).splitlines()[0]
     except (OSError, IndexError, subprocess.TimeoutExpired):
         return f"{command[0]}: unknown version"
 
 
-def report(results: list[Result], targets: list[str], command: str) -> str:
+def summaries(records: list[dict[str, Any]], max_other: float) -> list[Summary]:
+    found = []
+    for size in [r for r in records if r["kind"] == "size"]:
+        mine = [r for r in records if r.get("size") == size["size"]]
+        big = [r for r in mine if r["kind"] == "big_rm"]
+        found.append(Summary(
+            size["size"], size["keys"], None, size["configs"], size["ops"],
+            [r for r in mine if r["kind"] == "phase"],
+            {(r["config"], r["op"], r["phase"]): r["counts"] for r in mine if r["kind"] == "count"},
+            {r["config"]: r["rss_kib"] for r in mine if r["kind"] == "empty"},
+            big[-1] if big else None, max_other))
+    return found
+
+
+def report(records: list[dict[str, Any]], max_other: float) -> str:
+    meta = next(r for r in records if r["kind"] == "meta")
+    rounds = max((r["round"] + 1 for r in records if r["kind"] == "phase"), default=0)
+    dropped = all(r["dropped"] for r in records if r["kind"] == "phase")
     lines = [
-        "# wafs benchmarks",
+        f"Generated by `{meta['command']}` on {meta['started']} ({rounds} round{'s' * (rounds != 1)}).",
         "",
-        f"Generated by `{command}` on {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}.",
+        *meta["machine"],
         "",
-        *machine(),
-        "",
-        "Every mount uses the default `MountOptions()` (tree TTL 1 s, 64 MiB value cache). "
-        + ("The page, dentry and inode caches are dropped (`echo 3 > /proc/sys/vm/drop_caches`) before "
-           "every operation; the wafs daemons keep their own tree and value cache across operations."
-           if all(r.caches_dropped for r in results) else
-           "**Caches are warm**: the page cache is not dropped between operations (`--warm`, or no "
-           "permission); the data fits in memory, so the disk is not read during the runs."),
-        "Operations run in the order of the rows on the same data, so `rm -r` all chats runs after one chat "
-        "was removed. The native and bindfs columns use two copies of the FileEngine directory.",
+        "Each round visits every column in turn (the order rotates between rounds) and, for each "
+        "operation, " + ("drops the kernel's caches (`echo 3 > /proc/sys/vm/drop_caches`), "
+                         if dropped else "**could not drop the kernel's caches**, ")
+        + "mounts afresh, runs the operation cold and then warm (the same command again, nothing "
+        "changed) and unmounts. Cells: median seconds, and in parentheses the median of the ratio to "
+        "bindfs of the same mode (`bindfs -r` for read-only columns, plain `bindfs` for writable ones) "
+        "measured in the same round. `cp -a` writes to a tmpfs (`/dev/shm`). Every wafs mount runs "
+        "with default options and the Redis change "
+        "feed (`?notifications=enable`). The native and bindfs columns read two copies of the session "
+        "written by FileEngine.",
         "",
     ]
-    for result in results:
-        size = SIZES[result.size]
+    found = summaries(records, max_other)
+    for s in found:
+        size = SIZES[s.size]
         lines += [
-            f"## {result.size}: {size.chats} chats × {size.messages} messages + {size.wide}-entry directory "
-            f"= {result.keys} keys, {result.files} files",
+            f"### {s.size}: {size.chats} chats × {size.messages} messages + {size.wide}-entry directory "
+            f"= {s.keys} keys, {s.files} files",
             "",
-            *figures_table(result, targets),
+            *timings_table(s),
             "",
-            "Redis round trips: `total_reads_processed` delta (one read event per request or pipeline); "
-            "commands: `INFO commandstats` deltas (a pipelined STRLEN per key counts as one command each). "
-            "INFO itself is excluded.",
+            "#### Targets",
+            "",
+            *targets_table(s),
             "",
         ]
-        if result.daemons:
-            lines += ["### Daemon memory", "", *memory_table(result), ""]
-        if "redis" in targets:
-            lines += ["### Targets", "", *targets_table(result), ""]
-    if len(results) > 1:
-        lines += ["## Growth", "", *growth_table(results, targets), ""]
-    return "\n".join(lines)
+        if s.counts:
+            lines += ["#### FUSE requests (kernel tracepoint `fuse:fuse_request_send`, one fresh mount each)",
+                      "", *counts_table(s), ""]
+        if any("redis" in p["cold"] for p in s.phases):
+            lines += ["#### Redis round trips (`total_reads_processed` delta, one per request or pipeline; "
+                      "one figure per round)", "", *round_trips_table(s), ""]
+        if any(config_named(c).target in ENGINES for c in s.configs):
+            lines += ["#### CPU seconds (median)", "", *cpu_table(s), ""]
+        if s.empty:
+            lines += ["#### Daemon memory", "", *memory_table(s), ""]
+        if s.wrong:
+            lines += ["#### Wrong outputs and failures (left out of the figures)", "",
+                      *(f"- {w}" for w in s.wrong), ""]
+        if s.noisy:
+            lines += [f"#### Runs during which other jobs used the CPUs (> {max_other} × the wall time; "
+                      "left out where a clean run of the same cell exists)", "",
+                      *(f"- {n}" for n in s.noisy), ""]
+    if len(found) > 1:
+        lines += ["### Growth", "", *growth_table(found), ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+# --- main ----------------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--size", choices=[*SIZES, "all"], default="medium",
                         help="session size; all = small, medium and large (large takes long)")
-    parser.add_argument("--targets", default=",".join(TARGETS),
+    parser.add_argument("--targets", default="native,bindfs,redis",
                         help=f"comma-separated subset of {','.join(TARGETS)}")
-    parser.add_argument("--output", default=str(ROOT / "docs" / "benchmarks.md"), help="markdown report path")
-    parser.add_argument("--warm", action="store_true", help="do not drop the page cache between operations")
+    parser.add_argument("--modes", default="ro,rw",
+                        help="ro (--read-only, bindfs -r), rw (writable), or both")
+    parser.add_argument("--ops", default=",".join(OPS), help=f"comma-separated subset of {','.join(OPS)}")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--count-ops", default="grep,find",
+                        help="operations whose FUSE requests are counted (empty: none)")
+    parser.add_argument("--no-big-rm", dest="big_rm", action="store_false",
+                        help="skip rm -r of one chat on a big Redis")
+    parser.add_argument("--output", default="/tmp/wafs-bench.md", help="markdown report path")
+    parser.add_argument("--raw", default=None,
+                        help="JSON-lines file of every measurement (default: beside --output)")
+    parser.add_argument("--report-from", default=None, help="only write the report of this raw file")
     parser.add_argument("--op-timeout", type=float, default=900.0, help="seconds one operation may take")
+    parser.add_argument("--max-wait", type=float, default=60.0,
+                        help="seconds to wait for idle CPUs before a phase")
+    parser.add_argument("--max-other", type=float, default=0.25,
+                        help="a run during which other jobs used more CPU than this × its wall time is noisy")
     args = parser.parse_args(argv)
-    global WARM
-    WARM = args.warm
+    output = Path(args.output)
+    if args.report_from:
+        lines = Path(args.report_from).read_text(encoding="utf-8").splitlines()
+        text = report([json.loads(line) for line in lines], args.max_other)
+        output.write_text(text, encoding="utf-8")
+        print(text)
+        return 0
     signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))  # unmount and stop in finally
-    targets = [t for t in TARGETS if t in args.targets.split(",")]
-    unknown = set(args.targets.split(",")) - set(TARGETS)
-    if unknown:
-        parser.error(f"unknown targets: {', '.join(sorted(unknown))}")
+    targets = args.targets.split(",")
+    modes = args.modes.split(",")
+    args.ops = [op for op in args.ops.split(",") if op]
+    args.count_ops = [op for op in args.count_ops.split(",") if op]
+    for what, given, known in (("targets", targets, TARGETS), ("modes", modes, MODES),
+                               ("ops", args.ops + args.count_ops, tuple(OPS))):
+        unknown = set(given) - set(known)
+        if unknown:
+            parser.error(f"unknown {what}: {', '.join(sorted(unknown))}")
+    configs = [Config("native")] if "native" in targets else []
+    configs += [Config(t, mode == "ro") for t in TARGETS if t != "native" and t in targets
+                for mode in MODES if mode in modes]
     sizes = ["small", "medium", "large"] if args.size == "all" else [args.size]
-    results = [run_size(size, targets, args.op_timeout) for size in sizes]
-    arguments = argv if argv is not None else sys.argv[1:]
-    command = "scripts/bench " + " ".join(shlex.quote(a) for a in arguments)
-    text = report(results, targets, command.strip())
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(text + "\n", encoding="utf-8")
+    raw = Path(args.raw) if args.raw else output.with_suffix(".jsonl")
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    given = argv if argv is not None else sys.argv[1:]
+    command = "scripts/bench " + " ".join(shlex.quote(a) for a in given)
+    records: list[dict[str, Any]] = []
+    with raw.open("w", encoding="utf-8") as raw_file:
+        def emit(record: dict[str, Any]) -> None:
+            records.append(record)
+            raw_file.write(json.dumps(record) + "\n")
+            raw_file.flush()
+
+        emit({"kind": "meta", "command": command.strip(), "machine": machine(),
+              "started": f"{datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}"})
+        for size in sizes:
+            run_size(size, configs, args, emit)
+    text = report(records, args.max_other)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text, encoding="utf-8")
     print(text)
     return 0
 
