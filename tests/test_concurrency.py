@@ -64,6 +64,12 @@ def _mount(request: pytest.FixtureRequest, tmp_path: Path, read_only: bool) -> I
     finally:
         other.close()
         engine.close()
+        if server is not None:  # the server is shared: later tests expect notifications off
+            admin = server.client()
+            try:
+                admin.config_set("notify-keyspace-events", "")
+            finally:
+                admin.close()
 
 
 @pytest.fixture(params=["redis", "file"])

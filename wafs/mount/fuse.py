@@ -283,6 +283,10 @@ class Filesystem:
     Handlers run in the thread that called :meth:`Session.loop`, one at a time.
     """
 
+    def errno_for(self, exc: Exception) -> int:
+        """The errno a request fails with when its handler raised ``exc`` (not a FuseError)."""
+        return errno.EIO
+
     def init(self, conn: ConnInfo) -> None:
         """The connection is up; ``conn.want`` may be adjusted."""
 
@@ -442,9 +446,12 @@ class Session:
                     handler(req, *args)
                 except FuseError as exc:
                     lib.fuse_reply_err(req, exc.errno)
-                except Exception:
-                    log.exception("FUSE %s failed unexpectedly", handler.__name__)
-                    lib.fuse_reply_err(req, errno.EIO)
+                except Exception as exc:
+                    number = fs.errno_for(exc)
+                    if number == errno.EIO:  # a store failure is logged; a bug with its traceback
+                        traceback = not isinstance(exc, OSError)
+                        log.warning("FUSE %s failed: %s", handler.__name__, exc, exc_info=traceback)
+                    lib.fuse_reply_err(req, number)
             return callback
 
         def init(userdata: int, conn: Any) -> None:

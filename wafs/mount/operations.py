@@ -35,6 +35,7 @@ from ..errors import (
     InvalidValueError,
     KeyConflictError,
     NoSpaceError,
+    ValueTooLargeError,
     WafsError,
 )
 from ..keys import SEPARATOR
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 
 #: The one table from wafs errors to errno; the first matching class wins.
 ERRNO: tuple[tuple[type[Exception], int], ...] = (
+    (ValueTooLargeError, errno.EFBIG),
     (InvalidValueError, errno.EILSEQ),
     (InvalidKeyError, errno.EINVAL),
     (KeyConflictError, errno.EEXIST),
@@ -141,6 +143,9 @@ class Operations(fuse.Filesystem):
     def start(self) -> None:
         """Keep the tree current in the background (without a change feed)."""
         self.tree.start_polling()
+
+    def errno_for(self, exc: Exception) -> int:
+        return errno_for(exc)
 
     def init(self, conn: fuse.ConnInfo) -> None:
         conn.want |= (fuse.FUSE_CAP_READDIRPLUS | FUSE_CAP_AUTO_INVAL_DATA) & conn.capable
@@ -552,17 +557,20 @@ class Operations(fuse.Filesystem):
         self._writable()
         directory = self._dir(parent)
         text, key = self._new_key(directory, name)
-        if flags & os.O_EXCL and self.engine.get(key) is not None:
-            raise FuseError(errno.EEXIST)  # another client made it since the kernel looked
+        self.engine.check_writable(key)  # a name the engine cannot store fails here, not at close
         self.sweeper.flush_covering(key)
+        exclusive = bool(flags & os.O_EXCL)
+        if exclusive and not self.engine.add(key, ""):
+            raise FuseError(errno.EEXIST)  # another client made it since the kernel looked
         with self.lock:
-            self.tree.hold(key)
+            if not exclusive:  # the store has it once the first write is committed
+                self.tree.hold(key)
             self.tree.put(key, 0)
             inode = self.inodes.child(directory, text, is_dir=False)
             inode.size, inode.digest, inode.mtime_ns = 0, _EMPTY.digest, time.time_ns()
             inode.lookups += 1
             handle = Handle(inode, _EMPTY, writable=True, append=bool(flags & os.O_APPEND),
-                            pending=bytearray(), dirty=True, created=True)
+                            pending=bytearray(), dirty=not exclusive, created=not exclusive)
             return self._entry(inode), Opened(self.handles.add(handle), direct_io=True)
 
     def write(self, ino: int, data: bytes, offset: int, fh: int) -> int:
@@ -746,11 +754,12 @@ class Operations(fuse.Filesystem):
         target = self.tree.lookup(new_path)
         if isinstance(target, Directory):
             raise FuseError(errno.EISDIR)
-        if flags & fuse.RENAME_NOREPLACE and (target is not None or self.engine.get(new_key) is not None):
+        if flags & fuse.RENAME_NOREPLACE and target is not None:
             raise FuseError(errno.EEXIST)
         old_key = _key_of(old_path)
         if old_key == new_key:
             return
+        self.engine.check_writable(new_key)
         with self.lock:
             moving = self.inodes.find(source_dir, old_text, is_dir=False)
             creating = moving is not None and any(h.created for h in self.handles.of(moving))
@@ -758,7 +767,14 @@ class Operations(fuse.Filesystem):
         if current is None and not creating:
             raise FuseError(errno.ENOENT)
         data = current.data if current is not None else b""
-        self._store(new_key, data.decode("utf-8"), data)
+        if flags & fuse.RENAME_NOREPLACE:
+            self.sweeper.flush_covering(new_key)
+            if not self.engine.add(new_key, data.decode("utf-8")):
+                raise FuseError(errno.EEXIST)  # the store has it, whoever wrote it
+            self.tree.put(new_key, len(data))
+            self.observe(new_key, data)
+        else:
+            self._store(new_key, data.decode("utf-8"), data)
         self.engine.delete(old_key)
         with self.lock:
             replaced = self.inodes.find(target_dir, new_text, is_dir=False)
