@@ -377,3 +377,19 @@ def test_a_value_that_is_not_utf8_fails_only_its_own_file(redis_server, tmp_path
     finally:
         raw.close()
         engine.close()
+
+
+def test_a_name_the_file_engine_cannot_store_fails_at_open(tmp_path: Path) -> None:
+    engine = FileEngine(tmp_path / "store")
+    engine.set("d/k", "v")
+    try:
+        with mounted(engine, tmp_path / "mnt") as mnt:
+            reserved = sh(f"echo data > {mnt}/x_at_y", check=False)  # _at_ is the layout's '@'
+            assert reserved.returncode != 0 and "Invalid argument" in reserved.stderr
+            collision = sh(f"echo data > {mnt}/d/__value__", check=False)  # key d, a directory on disk
+            assert collision.returncode != 0 and "File exists" in collision.stderr
+            with pytest.raises(FileNotFoundError):
+                os.stat(mnt / "x_at_y")
+        assert sorted(engine.iter_keys("")) == ["d/k"]
+    finally:
+        engine.close()
