@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from ..engine import Engine, Kind
-from ..errors import BackendError, BackendUnavailableError, InvalidKeyError, WafsError
+from ..errors import BackendError, BackendUnavailableError, InvalidKeyError, InvalidValueError, WafsError
 from ..keys import chat_key, chat_messages_key, contact_key, lid_key, message_key
 from . import names as naming
 from .messages import Attachment, Parsed, Unreadable, parse
@@ -360,7 +360,7 @@ class ChatsView:
             return self.engine.get_many(keys), {}
         except BackendUnavailableError:
             raise
-        except BackendError as exc:
+        except (BackendError, InvalidValueError) as exc:  # InvalidValueError: a value that is not UTF-8
             if len(keys) == 1:
                 return {keys[0]: None}, {keys[0]: str(exc)}
         half = len(keys) // 2
