@@ -731,6 +731,16 @@ def test_strace_sees_no_file_syscall_outside_base(
 # --- 4. Keys that cannot sit beside each other on disk --------------------------------------------
 
 
+def test_an_add_refused_for_keys_below_leaves_no_temp_file(engine: FileEngine, base: Path) -> None:
+    engine.set("chat/1/index", "i")
+    with pytest.raises(KeyConflictError):
+        engine.add("chat/1", "a key over keys below it")
+    with pytest.raises(KeyConflictError):
+        engine.add("chat/1/index/x", "a key below a file")
+    assert temp_files(base) == []
+    assert everything(engine) == {"chat/1/index"}
+
+
 def test_add_over_a_leftover_empty_directory_stores_the_key(engine: FileEngine, base: Path) -> None:
     (base / "chat/1/index/empty").mkdir(parents=True)
     engine.check_writable("chat/1/index")

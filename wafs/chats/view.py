@@ -360,7 +360,7 @@ class ChatsView:
             return self.engine.get_many(keys), {}
         except BackendUnavailableError:
             raise
-        except (BackendError, InvalidValueError) as exc:  # a value that is not UTF-8, most often
+        except (BackendError, InvalidValueError) as exc:  # InvalidValueError: a value that is not UTF-8
             if len(keys) == 1:
                 return {keys[0]: None}, {keys[0]: str(exc)}
         half = len(keys) // 2

@@ -557,18 +557,15 @@ class FileEngine(Engine):
         """
         try:
             os.link(temp.name, name, src_dir_fd=directory, dst_dir_fd=directory, follow_symlinks=False)
-            linked: bool | None = True
+            return True
         except FileExistsError:
-            linked = self._not_a_key_removed(directory, name, key)
+            return self._not_a_key_removed(directory, name, key)
         except FileNotFoundError:  # a cascade swept the temp file: the write comes after it
-            linked = None
-        except BaseException as exc:
+            return None
+        except OSError as exc:
+            self._fail("write", key, exc)
+        finally:
             self._discard(directory, temp)
-            if isinstance(exc, OSError):
-                self._fail("write", key, exc)
-            raise
-        self._discard(directory, temp)
-        return linked
 
     def _not_a_key_removed(self, directory: int, name: str, key: str) -> bool | None:
         """What holds ``name``, for :meth:`_link`: False for a key (a regular file); None after
