@@ -187,3 +187,10 @@ def test_umask_option_widens_the_modes(place: Path) -> None:
     assert oct(os.stat(mnt / KEY).st_mode & 0o777) == "0o644"
     assert oct(os.stat(mnt / "chat").st_mode & 0o777) == "0o755"
     assert "allow_other" not in mount_options(mnt)
+
+
+def test_state_files_of_two_mountpoints_never_share_a_name() -> None:
+    from wafs.mount.daemon import default_log_file
+
+    assert default_log_file("/x/y") != default_log_file("/x_y")
+    assert default_log_file("/a/" + "b" * 300).endswith(".log")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import logging
 import os
 import select
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -386,7 +388,11 @@ def _pid_file(mountpoint: str) -> Iterator[None]:
 def _state_file(mountpoint: str, suffix: str) -> str:
     directory = Path.home() / ".cache" / "wafs"
     directory.mkdir(parents=True, exist_ok=True)
-    return str(directory / (os.path.abspath(mountpoint).strip("/").replace("/", "_") + suffix))
+    # One name per mountpoint, and no two alike (/x/y and /x_y used to share one).
+    name = urllib.parse.quote(os.path.abspath(mountpoint), safe="")
+    if len(name) > 200:
+        name = hashlib.blake2b(name.encode(), digest_size=16).hexdigest()
+    return str(directory / (name + suffix))
 
 
 def default_log_file(mountpoint: str) -> str:

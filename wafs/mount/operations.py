@@ -375,7 +375,8 @@ class Operations(fuse.Filesystem):
     def lookup(self, parent: int, name: bytes) -> Entry:
         directory = self._dir(parent)
         text = _name(name)
-        negative = Entry(None, self.options.ttl, 0.0)
+        # A name the store lacks: kept by the kernel only when a feed tells of every new one.
+        negative = Entry(None, self.options.ttl if self._watch is not None else 0.0, 0.0)
         if text is None:
             return negative
         path = _join(directory.path, text)
