@@ -229,7 +229,7 @@ def test_a_directory_emptied_through_the_mount_stays_until_rmdir(session: Engine
 
 
 def test_rm_r_of_a_deep_tree_while_the_tree_is_read_again(session: Engine, tmp_path: Path) -> None:
-    session.set_many({f"chat/c{c}/message/m{m}/raw": "x" for c in range(20) for m in range(30)})
+    session.set_many({f"chat/c{c}/message/m{m}/raw": "x" for c in range(60) for m in range(30)})
     with mounted(session, tmp_path / "mnt", ttl=0.02) as mnt:
         os.listdir(mnt / "chat")
         with counting_calls(session, "iter_keys", "children") as reads:
