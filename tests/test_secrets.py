@@ -130,3 +130,16 @@ def test_engine_file_and_its_refusals(guarded: RedisServer, tmp_path: Path) -> N
     (tmp_path / "empty").write_text("# nothing but a comment\n\n")
     empty = runner.invoke(main, ["ls", "--engine-file", str(tmp_path / "empty")])
     assert empty.exit_code == 2 and "holds no engine URL" in empty.output
+
+
+def test_wafs_copy_reads_its_urls_from_files(guarded: RedisServer, tmp_path: Path) -> None:
+    """``wafs copy @PATH @PATH``: the password stays in the files, off ``ps`` and the output."""
+    source, target = tmp_path / "source.url", tmp_path / "target.url"
+    source.write_text(f"# the bot's Redis\n{_url(guarded, prefix='wa:copy-from')}\n")
+    target.write_text(_url(guarded, prefix="wa:copy-to") + "\n")
+    wafs("set", "session/creds", '{"me": 1}', "--engine-file", str(source))
+    copied = wafs("copy", f"@{source}", f"@{target}")
+    assert "copied 1 keys" in copied.stdout and SECRET not in copied.stdout + copied.stderr
+    assert wafs("get", "session/creds", "--engine-file", str(target)).stdout == '{"me": 1}'
+    missing = wafs("copy", f"@{tmp_path / 'absent.url'}", f"@{target}", check=False)
+    assert missing.returncode == 2 and "cannot read" in missing.stderr and "SRC_URL" in missing.stderr

@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +18,8 @@ import pytest
 from wafs import MemoryEngine
 from wafs.errors import BackendUnavailableError
 from wafs.mount.sweeper import WINDOW, Sweeper, SweepGivenUpError
+
+from .mounting import daemon_mounted, sh, wafs
 
 DELAY = 0.5
 
@@ -117,3 +120,25 @@ def test_a_sweep_that_cannot_start_within_its_window_is_given_up(caplog: pytest.
     assert engine.list("chat/", 0, None) == ["chat/B/y", "chat/B/x"]
     assert "chat/B was given up: it could not start within" in caplog.text
     assert len(sweeper.close()) == 1
+
+
+def test_wafs_umount_reports_a_sweep_the_daemon_gave_up(redis_server: Any, prefix: str,
+                                                        tmp_path: Path) -> None:
+    admin = redis_server.client()
+    try:
+        admin.set(f"{prefix}:chat/X/index", "x")
+        admin.set(f"{prefix}:chat/Y/index", "y")
+        mnt = tmp_path / "mnt"
+        with daemon_mounted(mnt, f"{redis_server.url}?prefix={prefix}&timeout=0.5"):
+            sh(f"rm -r {mnt}/chat/X")
+            admin.set(f"{prefix}:chat/X/unseen", "written before the sweep, which would remove it")
+            admin.execute_command("CLIENT", "PAUSE", "3000", "ALL")  # the sweep, due 0.5 s later, fails
+            time.sleep(3.5)
+            unmounted = wafs("umount", str(mnt), check=False)
+            assert unmounted.returncode == 1, unmounted
+            assert "the cascade delete of chat/X was given up" in unmounted.stderr
+            assert admin.get(f"{prefix}:chat/X/unseen") is not None
+            wafs("mount", str(mnt), "--engine", f"{redis_server.url}?prefix={prefix}")
+            assert wafs("umount", str(mnt)).stderr == ""  # told once; this mount left nothing undone
+    finally:
+        admin.close()

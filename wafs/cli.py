@@ -61,17 +61,24 @@ def _absolute(url: str) -> str:
     return "file://" + os.path.abspath(path or DEFAULT_BASE)
 
 
-def _read_engine_file(path: str) -> str:
+def _read_engine_file(path: str, param_hint: str = "--engine-file") -> str:
     """The engine URL in the file at ``path``: its first line that is not empty or a ``#`` comment."""
     try:
         with open(path, encoding="utf-8") as file:
             lines = [line.strip() for line in file]
     except (OSError, UnicodeDecodeError) as exc:
-        raise click.BadParameter(f"cannot read {path}: {exc}", param_hint="--engine-file") from None
+        raise click.BadParameter(f"cannot read {path}: {exc}", param_hint=param_hint) from None
     for line in lines:
         if line and not line.startswith("#"):
             return line
-    raise click.BadParameter(f"{path} holds no engine URL", param_hint="--engine-file")
+    raise click.BadParameter(f"{path} holds no engine URL", param_hint=param_hint)
+
+
+def _url_or_file(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """A URL argument, or ``@PATH``: the URL in the file at PATH (as ``--engine-file`` reads it)."""
+    if value.startswith("@"):
+        value = _read_engine_file(value[1:], param_hint=param.human_readable_name)
+    return _absolute(value)
 
 
 def engine_option(command: F) -> F:
@@ -331,8 +338,8 @@ def rm_command(key: str, dry_run: bool, engine_url: str) -> None:
 
 
 @main.command(name="copy")
-@click.argument("src_url", metavar="SRC_URL")
-@click.argument("dst_url", metavar="DST_URL")
+@click.argument("src_url", metavar="SRC_URL", callback=_url_or_file)
+@click.argument("dst_url", metavar="DST_URL", callback=_url_or_file)
 @click.option("--prefix", default="", help="Copy only the keys that start with this prefix.")
 @click.option("--batch", type=click.IntRange(min=1), default=500, show_default=True,
               help="Keys per read and write.")
@@ -347,9 +354,13 @@ def copy_command(src_url: str, dst_url: str, prefix: str, batch: int, quiet: boo
     (they break the key rules, or the destination refuses them) are listed on stderr
     and the command exits 1. A progress bar shows on a terminal.
 
+    Either URL may be given as @PATH: the URL is read from the file at PATH (its first line
+    that is not empty or a # comment), which keeps a password off the command line.
+
     \b
         wafs copy 'redis://localhost:6379/0?prefix=wa:bot' file://backup/bot
         wafs copy file://backup/bot 'redis://localhost:6379/0?prefix=wa:bot'
+        wafs copy @/etc/wafs/bot.url file://backup/bot
         wafs copy file://.baileys/default postgresql://wafs@localhost/wafs --prefix chat/
     """
     src = open_url(src_url)
@@ -546,13 +557,19 @@ def mount_command(mountpoint: str, engine_url: str, read_only: bool, foreground:
 def umount_command(mountpoint: str, lazy: bool) -> None:
     """Unmount a wafs mount; pending writes are committed first.
 
+    Waits for the daemon to exit. Exits 1 if it could not write a file or gave up a cascade
+    delete (``rm -r`` whose sweep of hidden keys could not run in time): the message says which.
+
     \b
         wafs umount ./mnt
         wafs umount --lazy ./mnt      # after the daemon was killed
     """
     from .mount import unmount
 
-    unmount(mountpoint, lazy=lazy)
+    left_undone = unmount(mountpoint, lazy=lazy)
+    if left_undone:
+        raise click.ClickException(f"unmounted {mountpoint}, but the daemon could not finish: "
+                                   + "; ".join(left_undone))
 
 
 @main.command(name="refresh")

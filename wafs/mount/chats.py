@@ -149,6 +149,7 @@ class ChatsOperations(fuse.Filesystem):
         self.kernel_seconds = options.ttl
         self.media = ValueCache(options.cache_bytes, math.inf)  # by str(ino): bytes of media read
         self.on_ready: Callable[[], None] = lambda: None
+        self.left_undone: list[str] = []  # a read-only view leaves nothing undone at unmount
         self._identity: dict[int, tuple[str, ...]] = {}  # file inode -> what it shows
         self._listed: dict[int, frozenset[str]] = {}  # folder inode -> the names it had
         self._seen_ns: dict[str, int] = {}  # path -> when the daemon saw it change

@@ -107,9 +107,10 @@ def filesystem(engine: Engine, options: MountOptions) -> Served:
 
 
 def serve(engine: Engine, mountpoint: str, options: MountOptions,
-          on_ready: Callable[[], None] = lambda: None, refresh_on_sighup: bool = False) -> None:
+          on_ready: Callable[[], None] = lambda: None, refresh_on_sighup: bool = False) -> list[str]:
     """Read the engine's tree (or chat list) and serve the mount in this thread until it is
-    unmounted.
+    unmounted; return what could not be done at the unmount (each also logged as an error):
+    files that could not be written, cascade deletes given up.
 
     With ``refresh_on_sighup`` (a daemon of its own), SIGHUP reads the store again and
     SIGTERM or SIGINT unmounts."""
@@ -139,6 +140,7 @@ def serve(engine: Engine, mountpoint: str, options: MountOptions,
     # requests between threads costs more than it saves. Change feeds, sweeps, kernel
     # notifications and signals run in threads of their own.
     session.loop()
+    return operations.left_undone
 
 
 _SIGNALS = {signal.SIGHUP, signal.SIGTERM, signal.SIGINT}
@@ -186,9 +188,12 @@ def mount(engine_url: str, mountpoint: str, options: MountOptions, *, foreground
     check_mountpoint(mountpoint)
     if shutil.which("fusermount3") is None:
         raise MountError("FUSE is not installed: apt-get install fuse3")
+    _take_report(mountpoint)  # one left by an earlier daemon at this mountpoint is stale
     if foreground:
         with open_engine(engine_url) as engine, _pid_file(mountpoint):
-            serve(engine, mountpoint, options, refresh_on_sighup=True)
+            left_undone = serve(engine, mountpoint, options, refresh_on_sighup=True)
+        if left_undone:
+            raise MountError(f"unmounted {mountpoint}, but: " + "; ".join(left_undone))
         return
     log_start = _size(log_file)
     read_end, write_end = os.pipe()
@@ -199,8 +204,9 @@ def mount(engine_url: str, mountpoint: str, options: MountOptions, *, foreground
         try:
             with open_engine(engine_url) as engine, _pid_file(mountpoint):
                 os.chdir("/")  # after opening the engine: a relative file:// path stays right
-                serve(engine, mountpoint, options, on_ready=lambda: _say(write_end, READY),
-                      refresh_on_sighup=True)
+                left_undone = serve(engine, mountpoint, options, on_ready=lambda: _say(write_end, READY),
+                                    refresh_on_sighup=True)
+                _write_report(mountpoint, left_undone)
         except BaseException as exc:  # tell the parent why, whatever it was
             log.exception("mount of %s failed", redact(engine_url))
             _say(write_end, f"{exc}\n".encode())
@@ -329,14 +335,19 @@ def _log_since(log_file: str | None, start: int, limit: int = 2000) -> str:
     return f"its log {log_file} ends with:\n{logged[-limit:]}"
 
 
-def unmount(mountpoint: str, *, lazy: bool = False, timeout: float = UNMOUNT_TIMEOUT) -> None:
-    """Unmount a wafs mount; ``lazy`` detaches it even while busy (for a dead daemon)."""
+def unmount(mountpoint: str, *, lazy: bool = False, timeout: float = UNMOUNT_TIMEOUT) -> list[str]:
+    """Unmount a wafs mount; ``lazy`` detaches it even while busy (for a dead daemon).
+
+    When a ``wafs mount`` daemon serves it, wait (up to ``timeout`` seconds) for that daemon to
+    finish its last writes and exit, and return what it could not do (files it could not
+    write, cascade deletes it gave up); ``[]`` when all was done."""
     mountpoint = os.path.abspath(mountpoint)
     kind = mounted_at(mountpoint)
     if kind is None:
         raise MountError(f"{mountpoint} is not mounted")
     if not kind.startswith("fuse"):
         raise MountError(f"{mountpoint} is a {kind} filesystem, not a wafs mount; not touching it")
+    daemon = _daemon_of(mountpoint)
     tool = shutil.which("fusermount3") or "fusermount3"
     command = [tool, "-u"] + (["-z"] if lazy else []) + [mountpoint]
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
@@ -349,6 +360,14 @@ def unmount(mountpoint: str, *, lazy: bool = False, timeout: float = UNMOUNT_TIM
         time.sleep(0.02)
     if mounted_at(mountpoint):
         raise MountError(f"{mountpoint} is still mounted after {timeout:.0f} s")
+    if daemon is None:
+        return []
+    while _daemon_of(mountpoint) == daemon:
+        if time.monotonic() >= deadline:
+            raise MountError(f"unmounted {mountpoint}, but its daemon (pid {daemon}) is still running "
+                             f"after {timeout:.0f} s; see {default_log_file(mountpoint)}")
+        time.sleep(0.02)
+    return _take_report(mountpoint)
 
 
 def refresh(mountpoint: str | os.PathLike[str]) -> int:
@@ -363,14 +382,38 @@ def daemon_pid(mountpoint: str | os.PathLike[str]) -> int:
     mountpoint = os.path.abspath(mountpoint)
     if not (mounted_at(mountpoint) or "").startswith("fuse"):
         raise MountError(f"{mountpoint} is not a wafs mount")
+    pid = _daemon_of(mountpoint)
+    if pid is None:
+        raise MountError(f"no live wafs daemon is known for {mountpoint} (was it mounted by 'wafs mount'?)")
+    return pid
+
+
+def _daemon_of(mountpoint: str) -> int | None:
+    """The pid in ``mountpoint``'s pid file while that process lives (zombies included)."""
     try:
         pid = int(Path(_state_file(mountpoint, ".pid")).read_text())
         os.kill(pid, 0)
-    except (OSError, ValueError) as exc:
-        raise MountError(
-            f"no live wafs daemon is known for {mountpoint} (was it mounted by 'wafs mount'?)"
-        ) from exc
+    except (OSError, ValueError):
+        return None
     return pid
+
+
+def _write_report(mountpoint: str, left_undone: list[str]) -> None:
+    """Leave what the daemon could not do at its unmount for :func:`unmount` to report."""
+    if left_undone:
+        path = Path(_state_file(mountpoint, ".undone"))
+        path.with_suffix(".tmp").write_text("".join(f"{line}\n" for line in left_undone))
+        path.with_suffix(".tmp").replace(path)
+
+
+def _take_report(mountpoint: str) -> list[str]:
+    path = Path(_state_file(mountpoint, ".undone"))
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return []
+    path.unlink(missing_ok=True)
+    return text.splitlines()
 
 
 @contextlib.contextmanager

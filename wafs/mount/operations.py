@@ -120,6 +120,7 @@ class Operations(fuse.Filesystem):
         self._unsent: list[Inode] = []  # inodes made for a listing reply, not yet counted
         self._watch: Watch | None = None
         self.on_ready: Callable[[], None] = lambda: None
+        self.left_undone: list[str] = []  # what destroy() could not do: files unwritten, sweeps given up
         self.tree.on_listed = self._reconcile
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -160,9 +161,10 @@ class Operations(fuse.Filesystem):
             for handle in self.handles:
                 try:
                     self._commit(handle)
-                except Exception:
+                except Exception as exc:
                     log.exception("could not write %r while unmounting", handle.inode.key)
-        self.sweeper.close()
+                    self.left_undone.append(f"{handle.inode.key} could not be written at the unmount: {exc}")
+        self.left_undone.extend(self.sweeper.close())
         self.kernel.detach()
 
     def refresh(self) -> None:
