@@ -771,28 +771,36 @@ class FileEngine(Engine):
         return iter([key for key, _ in self._walk(prefix, with_mtime=False)])
 
     def sizes(self, keys: Iterable[str]) -> dict[str, int | None]:
-        return {key: self._size(key) for key in keys}
+        """One ``lstat`` per key, the directories on the way opened once for all their keys."""
+        by_parent: dict[tuple[str, ...], list[tuple[str, list[str]]]] = {}
+        for key in keys:
+            segments = _segments(key)
+            by_parent.setdefault(tuple(segments[:-1]), []).append((key, segments))
+        found: dict[str, int | None] = {}
+        for parent, members in by_parent.items():
+            chain = self._open_chain(list(parent), members[0][0], create=False)
+            if chain is None:
+                found.update(dict.fromkeys((key for key, _ in members), None))
+                continue
+            fds = chain[0]
+            try:
+                for key, segments in members:
+                    found[key] = self._size_in(fds[-1], _names_on_disk(segments[-1]), key)
+            finally:
+                _close_all(fds)
+        return found
 
-    def _size(self, key: str) -> int | None:
-        segments = _segments(key)
-        names = _names_on_disk(segments[-1])
-        chain = self._open_chain(segments[:-1], key, create=False)
-        if chain is None:
-            return None
-        fds = chain[0]
-        try:
-            for name in names:
-                try:
-                    stat = os.lstat(name, dir_fd=fds[-1])
-                except (FileNotFoundError, NotADirectoryError):
-                    continue
-                except OSError as exc:
-                    self._fail("stat", key, exc)
-                if S_ISREG(stat.st_mode):
-                    return stat.st_size
-            return None
-        finally:
-            _close_all(fds)
+    def _size_in(self, directory: int, names: tuple[str, ...], key: str) -> int | None:
+        for name in names:
+            try:
+                stat = os.lstat(name, dir_fd=directory)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            except OSError as exc:
+                self._fail("stat", key, exc)
+            if S_ISREG(stat.st_mode):
+                return stat.st_size
+        return None
 
     def delete(self, key: str) -> None:
         """Unlink the file of ``key`` (under every spelling it has); keys below it stay."""
