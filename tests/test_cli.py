@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import pty
+import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 
-from wafs import FileEngine
+from wafs import FileEngine, __version__, cli_docs
 from wafs.cli import DEFAULT_ENGINE_URL, main
 from wafs.demo import demo_items
 
@@ -17,7 +21,8 @@ from .helpers import unique
 from .mounting import WAFS, environment, wafs
 from .servers import running_redis
 
-COMMANDS = ["ls", "get", "set", "rm", "copy", "demo"]
+#: Every command of the group, as ``wafs --help`` lists them.
+COMMANDS = sorted(main.commands)
 
 
 @pytest.fixture
@@ -36,8 +41,14 @@ def run(*args: str, input: bytes | str | None = None) -> Result:
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_has_help_with_an_example(command: str) -> None:
+    """Man-page style, from the docstring: a one-line summary, paragraphs, indented examples."""
+    docstring = main.commands[command].callback.__doc__  # type: ignore[union-attr]
+    assert docstring and inspect.cleandoc(main.commands[command].help or "") == inspect.cleandoc(docstring)
+    summary = docstring.strip().splitlines()[0]
+    assert summary.endswith("."), summary
     result = run(command, "--help")
     assert result.exit_code == 0
+    assert summary in " ".join(result.output.split())
     assert f"\n      wafs {command}" in result.output
 
 
@@ -341,3 +352,72 @@ def test_executable_rm_dry_run_deletes_nothing(tmp_path) -> None:
     assert dict(FileEngine(tmp_path / "store").items("")) == before
     assert wafs("rm", f"chat/{chat}", "--engine", url).stdout == f"removed {len(listed)} keys\n"
     assert len(FileEngine(tmp_path / "store").list("", 0, None)) == len(before) - len(listed)
+
+
+# --- version, completion, and the docs' copies of --help ------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_version_is_printed() -> None:
+    assert wafs("--version").stdout == f"wafs, version {__version__}\n"
+
+
+def test_the_bash_completion_script_completes_commands_and_options() -> None:
+    script = wafs(env={**environment(), "_WAFS_COMPLETE": "bash_source"}).stdout
+    assert "_wafs_completion()" in script and "complete -o nosort -F _wafs_completion wafs" in script
+    # As bash runs it on a TAB: the function the script defines, with the words typed so far.
+    for typed, offered in [("wafs mo", "mount"), ("wafs mount --read", "--read-only"),
+                           ("wafs mount --view ", "raw chats")]:
+        words = typed.split(" ")
+        line = (f'eval "$(_WAFS_COMPLETE=bash_source wafs)"; COMP_WORDS=({" ".join(map(repr, words))}); '
+                f'COMP_CWORD={len(words) - 1}; _wafs_completion wafs; echo "${{COMPREPLY[@]}}"')
+        env = {**environment(), "PATH": f"{WAFS.parent}:{os.environ['PATH']}"}
+        done = subprocess.run(["bash", "-c", line], capture_output=True, text=True, env=env, timeout=60,
+                              check=True)
+        assert done.stdout == f"{offered}\n", typed
+
+
+def test_click_completes_a_command_name() -> None:
+    env = {**environment(), "_WAFS_COMPLETE": "bash_complete", "COMP_WORDS": "wafs mo", "COMP_CWORD": "1"}
+    assert wafs(env=env).stdout.splitlines() == ["plain,mount"]
+
+
+@pytest.mark.parametrize("shell", ["zsh", "fish"])
+def test_zsh_and_fish_completion_scripts_are_produced(shell: str) -> None:
+    script = wafs(env={**environment(), "_WAFS_COMPLETE": f"{shell}_source"}).stdout
+    assert "_WAFS_COMPLETE" in script and f"{shell}_complete" in script
+
+
+def test_the_docs_hold_every_commands_help_as_the_code_prints_it() -> None:
+    """README.md has ``wafs --help``; docs/cli.md every command's, under its own heading."""
+    diff = cli_docs.drift(ROOT)
+    assert not diff, f"the docs' --help texts drifted from the code; run: .venv/bin/{cli_docs.FIX}\n{diff}"
+    # And what the generator wrote is what the installed executable prints.
+    env = {**environment(), "COLUMNS": "80"}
+    reference = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    for command in COMMANDS:
+        printed = wafs(command, "--help", env=env).stdout
+        assert f"### `wafs {command}`\n\n```text\n$ wafs {command} --help\n{printed}```" in reference
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert f"$ wafs --help\n{wafs('--help', env=env).stdout}```" in readme
+
+
+def test_the_generator_reports_drift_and_rewrites_only_its_regions(tmp_path: Path) -> None:
+    for relative in cli_docs.REGIONS:
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / relative, tmp_path / relative)
+    readme = tmp_path / "README.md"
+    readme.write_text(readme.read_text().replace("Copy keys from one engine", "Copy keys, maybe"))
+    generator = [sys.executable, "-m", "wafs.cli_docs", "--root", str(tmp_path)]
+    checked = subprocess.run([*generator, "--check"], capture_output=True, text=True, timeout=60, check=False)
+    assert checked.returncode == 1
+    assert "-  copy     Copy keys, maybe" in checked.stdout
+    assert "+  copy     Copy keys from one engine" in checked.stdout
+    assert "python -m wafs.cli_docs" in checked.stderr
+    subprocess.run(generator, capture_output=True, timeout=60, check=True)
+    assert readme.read_text() == (ROOT / "README.md").read_text()
+    assert subprocess.run([*generator, "--check"], capture_output=True, timeout=60).returncode == 0
+    readme.write_text("no markers here\n")
+    with pytest.raises(ValueError, match="README.md must hold the markers of region 'commands'"):
+        cli_docs.generated(tmp_path)

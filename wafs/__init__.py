@@ -25,6 +25,7 @@ from .registry import open_engine
 if TYPE_CHECKING:
     from .engines.postgres import PostgresEngine as PostgresEngine
     from .engines.redis import RedisClient, RedisEngine
+    from .mount.api import mounted as mounted
 
 __version__ = "0.1.0"
 
@@ -32,6 +33,7 @@ _LAZY = {
     "RedisEngine": "wafs.engines.redis",
     "RedisClient": "wafs.engines.redis",
     "PostgresEngine": "wafs.engines.postgres",
+    "mounted": "wafs.mount.api",
 }
 
 
@@ -44,7 +46,8 @@ def __getattr__(name: str) -> Any:
 
 
 # What ``from wafs import *`` brings: every name that imports without an optional dependency,
-# so PostgresEngine (psycopg) is left out; ``wafs.PostgresEngine`` imports it on first use.
+# so PostgresEngine (psycopg) and mounted (libfuse 3) are left out; ``wafs.PostgresEngine`` and
+# ``wafs.mounted`` import theirs on first use.
 __all__ = [
     "BackendError",
     "BackendUnavailableError",

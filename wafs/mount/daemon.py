@@ -116,31 +116,60 @@ def serve(engine: Engine, mountpoint: str, options: MountOptions,
     SIGTERM or SIGINT unmounts."""
     if refresh_on_sighup:  # before any thread starts: every thread inherits the blocked mask
         signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
-    operations = filesystem(engine, options)
-    following = operations.follow_changes()
-    operations.load()  # a backend that is down fails the mount here, with its message
-    operations.start()
-    operations.on_ready = on_ready
-    view = "" if options.view == "raw" else f"{options.view}:"
-    fuse_options = [f"fsname=wafs:{view}{type(engine).__name__}", "subtype=wafs", "default_permissions",
-                    "nosuid", "nodev"]
-    if operations.read_only:
-        fuse_options.append("ro")
-    if options.allow_other:
-        fuse_options.append("allow_other")
-    if options.debug:
-        fuse_options.append("debug")
-    mode = "change feed" if following else f"TTL {options.ttl} s"
-    log.info("serving %r at %s (%s view, %s)", engine, mountpoint, options.view, mode)
-    session = Session(operations, mountpoint, fuse_options)
-    operations.kernel.attach(session)
+    server = Server(engine, mountpoint, options, on_ready)
     if refresh_on_sighup:
-        _handle_signals(operations, mountpoint)
-    # One FUSE thread: Python serves one request at a time anyway (the GIL), and handing
-    # requests between threads costs more than it saves. Change feeds, sweeps, kernel
-    # notifications and signals run in threads of their own.
-    session.loop()
-    return operations.left_undone
+        _handle_signals(server.operations, mountpoint)
+    return server.loop()
+
+
+class Server:
+    """One mount of ``engine`` at ``mountpoint``: the constructor reads the engine's tree (or
+    chat list: a backend that is down fails the mount here) and mounts; :meth:`loop` serves.
+
+    ``on_ready`` is called, from the serving thread, once the kernel has asked the mount to
+    start (FUSE ``INIT``): requests are answered from then on."""
+
+    def __init__(self, engine: Engine, mountpoint: str, options: MountOptions,
+                 on_ready: Callable[[], None] = lambda: None) -> None:
+        self.mountpoint = mountpoint
+        self.operations = operations = filesystem(engine, options)
+        following = operations.follow_changes()
+        operations.load()
+        operations.start()
+        operations.on_ready = on_ready
+        view = "" if options.view == "raw" else f"{options.view}:"
+        fuse_options = [f"fsname=wafs:{view}{type(engine).__name__}", "subtype=wafs", "default_permissions",
+                        "nosuid", "nodev"]
+        if operations.read_only:
+            fuse_options.append("ro")
+        if options.allow_other:
+            fuse_options.append("allow_other")
+        if options.debug:
+            fuse_options.append("debug")
+        mode = "change feed" if following else f"TTL {options.ttl} s"
+        log.info("serving %r at %s (%s view, %s)", engine, mountpoint, options.view, mode)
+        try:
+            self.session = Session(operations, mountpoint, fuse_options)
+        except BaseException:
+            operations.destroy()  # stops the threads load() and start() began
+            raise
+        operations.kernel.attach(self.session)
+
+    def loop(self) -> list[str]:
+        """Serve in this thread until unmounted (or :meth:`stop`); then what :func:`serve` returns."""
+        # One FUSE thread: Python serves one request at a time anyway (the GIL), and handing
+        # requests between threads costs more than it saves. Change feeds, sweeps, kernel
+        # notifications and signals run in threads of their own.
+        self.session.loop()
+        return self.operations.left_undone
+
+    def stop(self) -> None:
+        """End :meth:`loop` now, from another thread, even while files are open (a plain
+        unmount fails then, as busy): the mount is detached, files still open are committed
+        as they stand, and whoever holds them gets ``ENOTCONN`` from then on."""
+        self.session.exit()
+        with contextlib.suppress(OSError):
+            os.statvfs(self.mountpoint)  # a request the kernel always sends: the loop wakes and ends
 
 
 _SIGNALS = {signal.SIGHUP, signal.SIGTERM, signal.SIGINT}

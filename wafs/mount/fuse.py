@@ -18,6 +18,7 @@ import errno
 import logging
 import os
 import platform
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -374,6 +375,7 @@ class Session:
     def __init__(self, fs: Filesystem, mountpoint: str, options: list[str]) -> None:
         self.fs = fs
         self.mountpoint = mountpoint
+        self._ending = threading.Lock()  # exit() never touches a session being destroyed
         self._entry = EntryParam()  # reply buffers of the serving thread (one request at a time)
         self._stat = Stat()
         self._callbacks = self._make_callbacks()
@@ -397,9 +399,20 @@ class Session:
             if result not in (0,) and result != -errno.ENODEV:
                 log.warning("the FUSE loop ended with %s", os.strerror(-result) if result < 0 else result)
         finally:
-            _lib.fuse_session_unmount(self._se)
-            _lib.fuse_session_destroy(self._se)
-            self._se = None
+            with self._ending:
+                # No notification from here on: unmounting closes the device (its number may be
+                # reused at once), and destroying commits what is still open.
+                se, self._se = self._se, None
+                _lib.fuse_session_unmount(se)
+                _lib.fuse_session_destroy(se)
+
+    def exit(self) -> None:
+        """Make :meth:`loop` return, even while files are open, once it has answered the request
+        it is serving or the next one it reads (call from another thread; after the loop has
+        ended this does nothing)."""
+        with self._ending:
+            if self._se is not None:
+                _lib.fuse_session_exit(self._se)
 
     # --- telling the kernel what changed (from any thread but the serving one) ---------------
 
