@@ -11,6 +11,7 @@ from .engines.memory import MemoryEngine
 from .errors import (
     BackendError,
     BackendUnavailableError,
+    EnginePluginError,
     InvalidKeyError,
     InvalidValueError,
     KeyConflictError,
@@ -20,7 +21,7 @@ from .errors import (
     ValueTooLargeError,
     WafsError,
 )
-from .registry import open_engine
+from .registry import open_engine, register_engine
 
 if TYPE_CHECKING:
     from .engines.postgres import PostgresEngine as PostgresEngine
@@ -52,6 +53,7 @@ __all__ = [
     "BackendError",
     "BackendUnavailableError",
     "Engine",
+    "EnginePluginError",
     "FileEngine",
     "InvalidKeyError",
     "InvalidValueError",
@@ -69,4 +71,5 @@ __all__ = [
     "buffer_json",
     "keys",
     "open_engine",
+    "register_engine",
 ]

@@ -213,12 +213,15 @@ class Engine(ABC):
     def from_url(cls, url: str) -> Self:
         """Open the engine named by ``url`` (``scheme://...``), as :func:`wafs.open_engine` does.
 
-        An engine registered in :data:`wafs.registry.ENGINES` overrides this; the default
-        raises :class:`NotImplementedError`.
+        Every engine that a URL opens overrides this classmethod: it parses ``url`` (refusing
+        a parameter it does not know with :class:`ValueError`) and returns an open engine.
+        The default raises :class:`NotImplementedError` saying so.
         """
         raise NotImplementedError(
             f"{cls.__qualname__} cannot be opened from a URL ({url!r}): implement the classmethod "
-            f"{cls.__qualname__}.from_url(url) to register it in wafs.registry.ENGINES"
+            f"{cls.__qualname__}.from_url(url), then give it a URL scheme: an entry point in group "
+            "'wafs.engines' of your package (myscheme = 'module:Class'), or "
+            "wafs.register_engine('myscheme', Class) in your program"
         )
 
     # --- the contract --------------------------------------------------------------------

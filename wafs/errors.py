@@ -37,6 +37,14 @@ class UnknownSchemeError(WafsError, ValueError):
     """An engine URL names a scheme no engine is registered for."""
 
 
+class EnginePluginError(WafsError):
+    """The engine another package declares for a URL scheme (entry point group ``wafs.engines``)
+    cannot be used: it fails to import, is not an Engine, or two packages claim the scheme.
+
+    The message names the entry point and its distribution.
+    """
+
+
 class MissingDependencyError(WafsError, ImportError):
     """An optional dependency an engine needs is not installed."""
 
