@@ -8,9 +8,12 @@ every size and offset the binding relies on.
 from __future__ import annotations
 
 import ctypes
+import math
 import shutil
 import subprocess
 from pathlib import Path
+
+import pytest
 
 from wafs.mount import fuse
 
@@ -94,3 +97,27 @@ def test_the_binding_matches_libfuse_headers(tmp_path: Path) -> None:
         "file_info.bits": bits,
     }
     assert ours == _from_c(tmp_path)
+
+
+ENTRIES = [
+    (b".", fuse.Entry(fuse.Attributes(1, 0o40755, 0, 1_764_000_000_123_456_789, 2, 0, 0), 86400.0, 86400.0)),
+    (b"index", fuse.Entry(fuse.Attributes(2**62 + 7, 0o100600, 1234567, 5, 1, 1000, 1000), 1.0, 0.0)),
+    (b"x" * 255, fuse.Entry(fuse.Attributes(99, 0o100644, 0, 0, 1, 0, 0), 0.25, 1.5)),
+    ("Ana García".encode(), fuse.Entry(fuse.Attributes(3, 0o40700, 0, 10**18, 2, 0, 0), math.inf, 1 - 1e-9)),
+]
+
+
+@pytest.mark.parametrize(("name", "entry"), ENTRIES, ids=["dot", "file", "long name", "directory"])
+def test_listing_entries_are_packed_as_libfuse_packs_them(name: bytes, entry: fuse.Entry) -> None:
+    reference = fuse._lib.fuse_add_direntry_plus
+    reference.restype = ctypes.c_size_t
+    reference.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p,
+                          ctypes.POINTER(fuse.EntryParam), ctypes.c_int64]
+    param = fuse.EntryParam()
+    fuse._fill_entry(param, entry)
+    size = fuse.direntplus_size(name)
+    theirs = ctypes.create_string_buffer(size + 16)
+    assert reference(None, theirs, size + 16, name, ctypes.byref(param), 42) == size
+    ours = bytearray(size + 16)
+    fuse.pack_direntplus(ours, 0, name, entry, 42)
+    assert bytes(ours) == theirs.raw

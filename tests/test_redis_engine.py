@@ -205,8 +205,8 @@ def test_round_trips_are_constant(redis_server: Any) -> None:
         read = _delta(raw, lambda: engine.get_many(keys))
         assert read.get("mget") == 1 and "get" not in read
 
-        sized = _delta(raw, lambda: engine.sizes(keys))
-        assert sized.get("strlen") == 500 and "exists" not in sized and "get" not in sized
+        sized = _delta(raw, lambda: engine.sizes(keys))  # one script, its STRLENs inside
+        assert sized.get("eval") == 1 and sized.get("strlen") == 500 and "get" not in sized
 
         one_pass = _delta(raw, lambda: engine.list("", 0, None))["scan"]
         cascaded = _delta(raw, lambda: engine.delete_prefixes(["chat/0", "chat/1", "chat/2"]))
@@ -221,6 +221,36 @@ def test_round_trips_are_constant(redis_server: Any) -> None:
         engine.close()
         raw.flushdb()
         raw.close()
+
+
+def _rejected_scripts(raw: redis.Redis) -> int:
+    stats = raw.info("commandstats")
+    return sum(stats.get(f"cmdstat_{name}", {}).get("rejected_calls", 0) for name in ("eval", "evalsha"))
+
+
+def test_sizes_without_scripts_use_a_pipeline(redis_server: Any, raw: redis.Redis, prefix: str) -> None:
+    """A user the server's ACL forbids scripts reads sizes with STRLEN (EXISTS for the zeros),
+    and asks for a script once only."""
+    raw.set(f"{prefix}:k/a".encode(), "ñandú".encode())
+    raw.set(f"{prefix}:k/b".encode(), b"")
+    user = unique("noscript")
+    raw.acl_setuser(user, enabled=True, nopass=True, keys=["*"], channels=["*"],
+                    commands=["+@all", "-eval", "-evalsha"])
+    try:
+        engine = RedisEngine.from_url(f"redis://{user}@{redis_server.host}:{redis_server.port}/0?prefix={prefix}")
+        try:
+            refused = _rejected_scripts(raw)
+            sizes: dict[str, int | None] = {}
+            sized = _delta(raw, lambda: sizes.update(engine.sizes(["k/a", "k/b", "k/c"])))
+            assert sizes == {"k/a": 7, "k/b": 0, "k/c": None}
+            assert sized.get("strlen") == 3 and sized.get("exists") == 2
+            assert _rejected_scripts(raw) == refused + 1
+            assert engine.sizes(["k/a"]) == {"k/a": 7}
+            assert _rejected_scripts(raw) == refused + 1
+        finally:
+            engine.close()
+    finally:
+        raw.acl_deluser(user)
 
 
 # --- faults --------------------------------------------------------------------------------------

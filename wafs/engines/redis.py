@@ -56,6 +56,16 @@ RETRIES = 2
 CHUNK = 1000
 #: Keys per STRLEN pipeline: `ls -l` of a directory this large reads its sizes in one round trip.
 SIZES_CHUNK = 50_000
+#: The lengths of KEYS (-1: no such key) in one round trip: STRLEN is 0 for a missing key too.
+_SIZES_SCRIPT = """
+local sizes = {}
+for i, key in ipairs(KEYS) do
+  local length = redis.call('STRLEN', key)
+  if length == 0 and redis.call('EXISTS', key) == 0 then length = -1 end
+  sizes[i] = length
+end
+return sizes
+"""
 #: Cluster: attempts of a command after a dropped node or ``CLUSTERDOWN`` (the client refreshes
 #: its slot map between them; ``MOVED``/``ASK`` redirections are followed on top of these).
 CLUSTER_RETRIES = 3
@@ -87,7 +97,7 @@ class RedisClient(Protocol):
     created with ``decode_responses=True``). On a client that has ``mget_nonatomic`` /
     ``mset_nonatomic`` (``RedisCluster``), those are used instead of ``mget`` / ``mset``.
     Pipelines are used for ``strlen``, ``exists``, and ``info`` with ``scan`` (see
-    :func:`_scan_server`).
+    :func:`_scan_server`). A client that also has ``eval`` reads sizes with a script.
     """
 
     def get(self, name: bytes) -> bytes | str | None: ...
@@ -297,6 +307,8 @@ class RedisEngine(Engine):
         self._mget = getattr(client, "mget_nonatomic", None) or client.mget
         self._mset = getattr(client, "mset_nonatomic", None) or client.mset
         self._owned: redis.Redis | RedisCluster | None = None  # the client from_url made
+        # Lua scripts see one node's keys only; a server may refuse scripts (ACL, renamed EVAL).
+        self._scripts = hasattr(client, "eval") and not isinstance(client, RedisCluster)
         self.enable_notifications = enable_notifications
 
     @classmethod
@@ -506,23 +518,45 @@ class RedisEngine(Engine):
                 self._mset(dict(chunk))
 
     def sizes(self, keys: Iterable[str]) -> dict[str, int | None]:
-        """STRLEN in one pipeline per 50,000 keys (a whole directory for ``ls -l``); EXISTS (a
-        second round trip) only for the zero lengths."""
+        """One server-side script per 1000 keys (STRLEN, and EXISTS for the zero lengths), on a
+        server that runs scripts; else STRLEN in one pipeline per 50,000 keys (a whole
+        directory for ``ls -l``) and EXISTS only for the zero lengths."""
         keys = list(keys)
-        lengths: dict[str, int | None] = {}
         with self._translated(f"size {len(keys)} keys"):
-            for chunk in _chunks(keys, SIZES_CHUNK):
-                pipe = self.client.pipeline(transaction=False)
-                for key in chunk:
-                    pipe.strlen(self._full(key))
-                lengths.update(zip(chunk, pipe.execute(), strict=True))
-            zero = [key for key in keys if lengths[key] == 0]
-            for chunk in _chunks(zero):
-                pipe = self.client.pipeline(transaction=False)
-                for key in chunk:
-                    pipe.exists(self._full(key))
-                for key, exists in zip(chunk, pipe.execute(), strict=True):
-                    lengths[key] = 0 if exists else None
+            if self._scripts:
+                try:
+                    return self._sizes_by_script(keys)
+                except (rx.NoPermissionError, rx.NoScriptError, rx.ReadOnlyError):
+                    self._scripts = False
+                except rx.ResponseError as exc:
+                    if "unknown command" not in str(exc).lower():
+                        raise
+                    self._scripts = False
+            return self._sizes_by_pipeline(keys)
+
+    def _sizes_by_script(self, keys: Sequence[str]) -> dict[str, int | None]:
+        script: Any = self.client.eval  # type: ignore[attr-defined]  # present: see __init__
+        sizes: dict[str, int | None] = {}
+        for chunk in _chunks(keys):
+            lengths = script(_SIZES_SCRIPT, len(chunk), *(self._full(key) for key in chunk))
+            for key, length in zip(chunk, lengths, strict=True):
+                sizes[key] = None if length < 0 else length
+        return sizes
+
+    def _sizes_by_pipeline(self, keys: Sequence[str]) -> dict[str, int | None]:
+        lengths: dict[str, int | None] = {}
+        for chunk in _chunks(keys, SIZES_CHUNK):
+            pipe = self.client.pipeline(transaction=False)
+            for key in chunk:
+                pipe.strlen(self._full(key))
+            lengths.update(zip(chunk, pipe.execute(), strict=True))
+        zero = [key for key in keys if lengths[key] == 0]
+        for chunk in _chunks(zero):
+            pipe = self.client.pipeline(transaction=False)
+            for key in chunk:
+                pipe.exists(self._full(key))
+            for key, exists in zip(chunk, pipe.execute(), strict=True):
+                lengths[key] = 0 if exists else None
         return {key: lengths[key] for key in keys}
 
     def delete(self, key: str) -> None:

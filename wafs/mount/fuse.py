@@ -15,9 +15,11 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import functools
 import logging
 import os
 import platform
+import struct
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -183,8 +185,6 @@ def _load() -> ctypes.CDLL:
         "fuse_reply_write": (ctypes.c_int, [c_req, ctypes.c_size_t]),
         "fuse_reply_buf": (ctypes.c_int, [c_req, ctypes.c_char_p, ctypes.c_size_t]),
         "fuse_reply_statfs": (ctypes.c_int, [c_req, ctypes.POINTER(StatVfs)]),
-        "fuse_add_direntry_plus": (ctypes.c_size_t, [c_req, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p,
-                                                     ctypes.POINTER(EntryParam), c_off]),
         "fuse_lowlevel_notify_inval_inode": (ctypes.c_int, [ctypes.c_void_p, c_ino, c_off, c_off]),
         "fuse_lowlevel_notify_inval_entry": (ctypes.c_int, [ctypes.c_void_p, c_ino, ctypes.c_char_p,
                                                             ctypes.c_size_t]),
@@ -351,6 +351,51 @@ class Filesystem:
 
     def statfs(self) -> StatVfs:
         raise FuseError(errno.ENOSYS)
+
+
+#: ``struct fuse_direntplus`` of the kernel's protocol (``linux/fuse.h``) up to the name: a
+#: ``fuse_entry_out`` (ids, timeouts, ``fuse_attr``) and a ``fuse_dirent`` header. Listings are
+#: packed here rather than by ``fuse_add_direntry_plus``: one ``pack_into`` per entry instead of
+#: a ``struct stat`` filled field by field and a ctypes call.
+_DIRENTPLUS = struct.Struct("<QQQQII" "QQQQQQ" "IIIIIIIIII" "QQII")
+_DIRENT_ALIGN = 8
+_MAX_SECONDS = (1 << 64) - 1
+
+
+@functools.lru_cache(maxsize=64)
+def _timeout(seconds: float) -> tuple[int, int]:
+    """A timeout as the protocol's whole seconds and nanoseconds (as libfuse rounds it)."""
+    if not seconds > 0.0:
+        return 0, 0
+    whole = _MAX_SECONDS if seconds >= _MAX_SECONDS else int(seconds)
+    fraction = seconds - whole
+    return whole, 999_999_999 if fraction >= 0.999999999 else max(0, int(fraction * 1e9))
+
+
+def direntplus_size(name: bytes) -> int:
+    """The bytes one listing entry named ``name`` takes in a READDIRPLUS reply."""
+    return _DIRENTPLUS.size + (len(name) + _DIRENT_ALIGN - 1) // _DIRENT_ALIGN * _DIRENT_ALIGN
+
+
+def pack_direntplus(buffer: bytearray, offset: int, name: bytes, entry: Entry, next_offset: int) -> None:
+    """Write one READDIRPLUS entry at ``offset`` of a zeroed ``buffer`` (it must have
+    :func:`direntplus_size` bytes free there)."""
+    entry_seconds, entry_nanoseconds = _timeout(entry.entry_timeout)
+    attr_seconds, attr_nanoseconds = _timeout(entry.attr_timeout)
+    a = entry.attributes
+    if a is None:
+        ino = size = seconds = nanoseconds = mode = nlink = uid = gid = 0
+    else:
+        ino, size, mode, nlink, uid, gid = a.ino, a.size, a.mode, a.nlink, a.uid, a.gid
+        seconds, nanoseconds = divmod(a.mtime_ns, 1_000_000_000)
+    _DIRENTPLUS.pack_into(
+        buffer, offset,
+        ino, 0, entry_seconds, attr_seconds, entry_nanoseconds, attr_nanoseconds,
+        ino, size, (size + 511) // 512, seconds, seconds, seconds,
+        nanoseconds, nanoseconds, nanoseconds, mode, nlink, uid, gid, 0, 4096, 0,
+        ino, next_offset, len(name), (mode & 0o170000) >> 12)
+    start = offset + _DIRENTPLUS.size
+    buffer[start:start + len(name)] = name
 
 
 def _fill_entry(param: EntryParam, entry: Entry) -> None:
@@ -581,22 +626,21 @@ class Session:
             lib.fuse_reply_open(req, fi)
 
         def readdirplus(req: int, ino: int, size: int, offset: int, fi: Any) -> None:
-            buffer = ctypes.create_string_buffer(size)
-            start, used = ctypes.addressof(buffer), 0
+            buffer = bytearray(size)
+            used = 0
             sent: list[int] = []
             try:
                 for name, entry, next_offset in fs.readdir(ino, offset):
-                    _fill_entry(entry_param, entry)
-                    needed = lib.fuse_add_direntry_plus(req, start + used, size - used, name,
-                                                        ctypes.byref(entry_param), next_offset)
+                    needed = direntplus_size(name)
                     if needed > size - used:
                         break
+                    pack_direntplus(buffer, used, name, entry, next_offset)
                     used += needed
                     if entry.attributes is not None and name not in (b".", b".."):
                         sent.append(entry.attributes.ino)
             finally:
                 fs.readdir_sent(sent)
-            lib.fuse_reply_buf(req, buffer.raw[:used], used)
+            lib.fuse_reply_buf(req, bytes(buffer[:used]), used)
 
         def statfs(req: int, ino: int) -> None:
             lib.fuse_reply_statfs(req, ctypes.byref(fs.statfs()))

@@ -8,12 +8,11 @@ new ones, so cached pages stay right). Any other change gives the path a new ino
 value, as after a rename over a file on a disk, and the next lookup of the name finds the
 new one. Inode numbers are a hash of the path (the next free number when a superseded version
 still holds it), so an unchanged file keeps its ``st_ino`` however often the kernel forgets
-and finds it again.
+and finds it again while the daemon runs.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 
 from ..keys import SEPARATOR
@@ -92,16 +91,17 @@ class InodeTable:
         found = parent.children.get(name) if parent.children is not None else None
         return found if found is not None and found.is_dir == is_dir else None
 
-    def child(self, parent: Inode, name: str, is_dir: bool) -> Inode:
+    def child(self, parent: Inode, name: str, is_dir: bool, path: str | None = None) -> Inode:
         """The current inode of ``name`` in ``parent``, made when the kernel has none (a name
-        that changed between file and directory gets a new inode)."""
+        that changed between file and directory gets a new inode). ``path``: its path, when
+        the caller has it."""
         assert parent.children is not None
         found = parent.children.get(name)
         if found is not None:
             if found.is_dir == is_dir:
                 return found
             self.supersede(found, None)
-        ino = self._number(_join(parent.path, name), is_dir)
+        ino = self._number(path if path is not None else _join(parent.path, name), is_dir)
         while ino in self._inodes:  # a superseded version still held, or a hash collision
             ino = ino + 1 if ino < (1 << 63) - 1 else 2
         inode = Inode(ino, parent, name, is_dir)
@@ -144,10 +144,13 @@ class InodeTable:
 
     @staticmethod
     def _number(path: str, is_dir: bool) -> int:
-        """The same number for the same path whenever it is free: ``st_ino`` stays put."""
-        seed = f"{'d' if is_dir else 'f'}:{path}".encode("utf-8", "surrogateescape")
-        number = int.from_bytes(hashlib.blake2b(seed, digest_size=8).digest(), "big") >> 1
+        """The same number for the same path whenever it is free: ``st_ino`` stays put for as
+        long as the daemon runs (Python's string hash is fixed per process)."""
+        number = hash((is_dir, path)) & _INO_MASK
         return number if number > ROOT_INO else number + 2
+
+
+_INO_MASK = (1 << 63) - 1
 
 
 def _join(directory: str, name: str) -> str:

@@ -194,12 +194,15 @@ class Operations(fuse.Filesystem):
             raise FuseError(errno.ENOENT)  # removed: nothing can be found or made in it
         return inode
 
-    def _dir_attributes(self, inode: Inode, fresh: bool = False) -> Attributes:
+    def _dir_attributes(self, inode: Inode, fresh: bool = False, path: str | None = None) -> Attributes:
         """A directory's attributes; its mtime is when its names last changed, so the kernel
-        lists it again when that moves. ``fresh``: read its listing first if it is stale."""
+        lists it again when that moves. ``fresh``: read its listing first if it is stale.
+        ``path``: the inode's, when the caller has it."""
+        if path is None:
+            path = inode.path
         if fresh and not self.tree.bulk:
-            self.tree.listing(inode.path)
-        mtime = max(self.started_ns, self.tree.changed_ns(inode.path))
+            self.tree.listing(path)
+        mtime = max(self.started_ns, self.tree.changed_ns(path))
         return Attributes(inode.ino, stat.S_IFDIR | self.options.dir_mode, 0, mtime, 2, self.uid, self.gid)
 
     def _file_attributes(self, inode: Inode, size: int | None = None) -> Attributes:
@@ -216,14 +219,16 @@ class Operations(fuse.Filesystem):
         attr_seconds = 0.0 if inode.is_dir and not self.tree.bulk else self.kernel_seconds
         return Entry(self._attributes(inode), self.kernel_seconds, attr_seconds)
 
-    def _file_inode(self, parent: Inode, name: str, size: int) -> Inode:
-        """The current inode of file ``name``, with ``size`` from the tree."""
-        inode = self.inodes.child(parent, name, is_dir=False)
+    def _file_inode(self, parent: Inode, name: str, size: int, path: str) -> Inode:
+        """The current inode of file ``name`` (at ``path``), with ``size`` from the tree."""
+        inode = self.inodes.child(parent, name, is_dir=False, path=path)
         if inode.lookups == 0 and inode.digest is None:
             inode.size = size
+            if not inode.mtime_ns:
+                inode.mtime_ns = self._mtimes.get(_key_of(path), self.started_ns)
         elif inode.size != size and size >= 0 and not self._writing(inode):
             self._verify(inode)  # the store has another size than the kernel was told
-            inode = self.inodes.child(parent, name, is_dir=False)
+            inode = self.inodes.child(parent, name, is_dir=False, path=path)
         return inode
 
     def _writing(self, inode: Inode) -> bool:
@@ -390,7 +395,7 @@ class Operations(fuse.Filesystem):
                 inode = self.inodes.child(directory, text, is_dir=True)
             else:
                 size = found if found >= 0 else self.tree.file_size(path)
-                inode = self._file_inode(directory, text, size)
+                inode = self._file_inode(directory, text, size, path)
                 if not self.tree.bulk or not math.isinf(self.cache.ttl):
                     self._revalidate(inode)
                     inode = self.inodes.child(directory, text, is_dir=False)
@@ -428,8 +433,10 @@ class Operations(fuse.Filesystem):
 
     def readdir(self, ino: int, offset: int) -> Iterator[tuple[bytes, Entry, int]]:
         directory = self._dir(ino)
-        if offset == 0 or ino not in self._listings:
-            node = self.tree.listing(directory.path)
+        base = directory.path
+        names = self._listings.get(ino) if offset else None
+        if names is None:
+            node = self.tree.listing(base)
             if node is None:
                 raise FuseError(errno.ENOENT)
             with self.tree.lock:
@@ -437,30 +444,37 @@ class Operations(fuse.Filesystem):
                 if node.value is not None:
                     names.append((VALUE_NAME, False))
             self._listings[ino] = names
-        names = self._listings[ino]
-        base = directory.path
-        dot = Entry(self._dir_attributes(directory), self.kernel_seconds, self.kernel_seconds)
-        specials = [(b".", dot), (b"..", dot)]
-        for position in range(offset, len(names) + 2):
-            if position < 2:
-                yield specials[position][0], specials[position][1], position + 1
-                continue
+        elif offset >= len(names) + 2:  # the kernel's last request, past the end: nothing
+            del self._listings[ino]
+            return
+        else:
+            node = self.tree.cached_directory(base)
+        seconds = self.kernel_seconds
+        if offset < 2:
+            dot = Entry(self._dir_attributes(directory, path=base), seconds, seconds)
+            for position in range(offset, 2):
+                yield b"." if position == 0 else b"..", dot, position + 1
+        # each entry as the tree holds it now (the listing may be older): one dict read
+        entries = node.entries if node is not None else {}
+        own_value = node.value if node is not None else None
+        directory_attr_seconds = seconds if self.tree.bulk else 0.0
+        for position in range(max(offset, 2), len(names) + 2):
             name, is_dir = names[position - 2]
-            path = _join(base, name)
+            path = f"{base}{SEPARATOR}{name}" if base else name
             with self.lock:
                 if is_dir:
-                    inode = self.inodes.child(directory, name, is_dir=True)
+                    inode = self.inodes.child(directory, name, is_dir=True, path=path)
+                    entry = Entry(self._dir_attributes(inode, path=path), seconds, directory_attr_seconds)
                 else:
-                    found = self.tree.lookup_cached(path)
+                    found = own_value if name == VALUE_NAME else entries.get(name)
                     if isinstance(found, Directory):
                         continue
-                    size = found if isinstance(found, int) and found >= 0 else self.tree.file_size(path)
-                    inode = self._file_inode(directory, name, size)
+                    size = found if found is not None and found >= 0 else self.tree.file_size(path)
+                    inode = self._file_inode(directory, name, size, path)
+                    entry = Entry(self._file_attributes(inode), seconds, seconds)
                 if inode.lookups == 0:
                     self._unsent.append(inode)
-                entry = self._entry(inode)
             yield name.encode("utf-8"), entry, position + 1
-        self._listings.pop(ino, None)
 
     def readdir_sent(self, inos: list[int]) -> None:
         with self.lock:

@@ -456,6 +456,11 @@ class Tree:
                 return None
             return parent.value if name == VALUE_NAME else parent.entries.get(name)
 
+    def cached_directory(self, path: str) -> Directory | None:
+        """The directory at ``path`` as the tree holds it now, with no store access."""
+        with self.lock:
+            return self._find_dir(path)
+
     def hidden_under(self, directory: str) -> list[str]:
         with self.lock:
             return [key for key in self.hidden if key.startswith(directory + SEPARATOR)]
