@@ -27,7 +27,7 @@ from wafs.mount.daemon import default_log_file
 from wafs.mount_helper import main, parse_options
 
 from .helpers import cat, ls, unique
-from .mounting import environment, release, wait_exited
+from .mounting import environment, release, wafs, wait_exited
 from .servers import RedisServer, require, running_redis, stop_the_run_if_missing
 
 #: Where mount(8) looks for the helper of type ``wafs`` (``/sbin`` is ``/usr/sbin`` on Debian).
@@ -220,7 +220,7 @@ def test_a_password_in_the_source_is_refused(guarded: RedisServer, mnt: Path) ->
     assert mounted_at(mnt) is None
 
 
-def test_umask_and_ttl_reach_the_mount(tmp_path: Path, mnt: Path) -> None:
+def test_umask_and_ttl_reach_the_mount_and_wafs_umount_unmounts_it(tmp_path: Path, mnt: Path) -> None:
     store = FileEngine(tmp_path / "store")
     store.set("contact/1/index", "first")
     table = fstab(tmp_path, f"file://{tmp_path / 'store'}", mnt, "rw,umask=027,ttl=3600,cache_size=8")
@@ -232,7 +232,10 @@ def test_umask_and_ttl_reach_the_mount(tmp_path: Path, mnt: Path) -> None:
     store.set("contact/1/index", "second")  # a FileEngine has no change feed: only the ttl bounds this
     time.sleep(1.5)  # past the default ttl (1 s), well within ttl=3600
     assert cat(mnt / "contact/1/index") == "first"
-    unmount(mnt)
+    pid = daemon_pid(mnt)
+    wafs("umount", str(mnt))  # waits for the daemon, as for one 'wafs mount' started
+    assert mounted_at(mnt) is None
+    wait_exited(pid)
 
 
 def test_a_writable_mount_commits_pending_writes_when_umount_unmounts(redis_server: RedisServer,
@@ -320,3 +323,10 @@ def test_fake_mounts_nothing_and_says_what_it_would_mount(tmp_path: Path) -> Non
     said = f"mount.wafs: would mount redis://:***@localhost:6379/0?prefix=wa:bot at {tmp_path}\n"
     assert result.output == said
     assert mounted_at(tmp_path) is None
+
+
+def test_the_reference_holds_the_help_the_installed_helper_prints() -> None:
+    printed = subprocess.run([str(SCRIPT), "--help"], capture_output=True, text=True, timeout=60,
+                             env={**environment(), "COLUMNS": "80"}, check=True).stdout
+    reference = (Path(__file__).parents[1] / "docs" / "cli.md").read_text(encoding="utf-8")
+    assert f"### `mount.wafs`\n\n```text\n$ mount.wafs --help\n{printed}```" in reference
