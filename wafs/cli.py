@@ -53,15 +53,22 @@ def _absolute(url: str) -> str:
     The URL then means the same directory to a process that changes directory, such as
     the background mount daemon.
     """
-    scheme, sep, path = url.partition("://")
-    if not sep:
-        scheme, path = "file", url
-    if scheme.lower() != "file" or os.path.isabs(path):
+    path = file_path(url)
+    if path is None or os.path.isabs(path):
         return url
     return "file://" + os.path.abspath(path or DEFAULT_BASE)
 
 
-def _read_engine_file(path: str, param_hint: str = "--engine-file") -> str:
+def file_path(url: str) -> str | None:
+    """The directory a FileEngine URL names (``file://PATH``, or a bare ``PATH``), as written:
+    relative or absolute, ``""`` for ``file://``; None for a URL of another scheme."""
+    scheme, sep, path = url.partition("://")
+    if not sep:
+        return url
+    return path if scheme.lower() == "file" else None
+
+
+def read_engine_file(path: str, param_hint: str = "--engine-file") -> str:
     """The engine URL in the file at ``path``: its first line that is not empty or a ``#`` comment."""
     try:
         with open(path, encoding="utf-8") as file:
@@ -77,7 +84,7 @@ def _read_engine_file(path: str, param_hint: str = "--engine-file") -> str:
 def _url_or_file(ctx: click.Context, param: click.Parameter, value: str) -> str:
     """A URL argument, or ``@PATH``: the URL in the file at PATH (as ``--engine-file`` reads it)."""
     if value.startswith("@"):
-        value = _read_engine_file(value[1:], param_hint=param.human_readable_name)
+        value = read_engine_file(value[1:], param_hint=param.human_readable_name)
     return _absolute(value)
 
 
@@ -96,7 +103,7 @@ def engine_option(command: F) -> F:
             ctx = click.get_current_context()
             if ctx.get_parameter_source("engine_url") == ParameterSource.COMMANDLINE:
                 raise click.UsageError("--engine and --engine-file cannot be used together")
-            kwargs["engine_url"] = _absolute(_read_engine_file(engine_file))
+            kwargs["engine_url"] = _absolute(read_engine_file(engine_file))
         return command(*args, **kwargs)
 
     with_file = click.option(
@@ -479,6 +486,14 @@ def export_command(dest: str, chats: tuple[str, ...], as_zip: bool, locale: str,
 _MOUNT_DEFAULTS = MountOptions()
 
 
+def octal_umask(text: str, param_hint: str) -> int:
+    """The umask ``text`` spells in octal (``077``); BadParameter naming ``param_hint`` otherwise."""
+    try:
+        return int(text, 8)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not an octal number", param_hint=param_hint) from None
+
+
 @main.command(name="mount")
 @click.argument("mountpoint", type=click.Path())
 @engine_option
@@ -526,10 +541,7 @@ def mount_command(mountpoint: str, engine_url: str, read_only: bool, foreground:
 
     _keep_the_url_off_the_command_line(engine_url)
 
-    try:
-        mask = int(umask, 8)
-    except ValueError:
-        raise click.BadParameter(f"{umask!r} is not an octal number", param_hint="--umask") from None
+    mask = octal_umask(umask, "--umask")
     if view != "chats" and (locale is not None or tz is not None):
         raise click.UsageError("--locale and --timezone apply to --view chats only")
     try:

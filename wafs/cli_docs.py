@@ -24,9 +24,10 @@ from pathlib import Path
 import click
 
 from .cli import main
+from .mount_helper import main as mount_helper
 
-#: The programs documented, by the name they are run as.
-PROGRAMS: dict[str, click.Command] = {"wafs": main}
+#: The programs documented, by the name they are run as; the first is the README's.
+PROGRAMS: dict[str, click.Command] = {"wafs": main, "mount.wafs": mount_helper}
 #: The width the help is wrapped at, whatever the terminal running the generator: click's on
 #: any terminal of 80 columns or more (its 80-column cap, less a margin of 2).
 WIDTH = 78
@@ -64,8 +65,9 @@ def _block(path: list[str]) -> str:
 
 
 def top_level() -> str:
-    """Region ``commands`` (README): each program's own ``--help``, its list of commands."""
-    return "".join(_block([name]) for name in PROGRAMS)
+    """Region ``commands`` (README): the first program's own ``--help``, its list of commands
+    (every program's is in the reference)."""
+    return _block([next(iter(PROGRAMS))])
 
 
 def reference() -> str:

@@ -138,8 +138,10 @@ class Server:
         operations.start()
         operations.on_ready = on_ready
         view = "" if options.view == "raw" else f"{options.view}:"
-        fuse_options = [f"fsname=wafs:{view}{type(engine).__name__}", "subtype=wafs", "default_permissions",
-                        "nosuid", "nodev"]
+        fsname = options.fsname or f"wafs:{view}{type(engine).__name__}"
+        # libfuse splits its options at commas and unescapes backslashes.
+        escaped = fsname.replace("\\", "\\\\").replace(",", "\\,")
+        fuse_options = [f"fsname={escaped}", "subtype=wafs", "default_permissions", "nosuid", "nodev"]
         if operations.read_only:
             fuse_options.append("ro")
         if options.allow_other:

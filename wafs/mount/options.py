@@ -24,7 +24,9 @@ class MountOptions:
     ``cache_bytes``: the bound of the daemon's value cache. ``sweep_delay``: how long the
     cascades of an ``rm -r`` are collected before one store pass deletes them. ``view``:
     ``"raw"`` (a file per key) or ``"chats"`` (read-only transcripts and media, rendered
-    with ``chat_options``: :mod:`wafs.mount.chats`).
+    with ``chat_options``: :mod:`wafs.mount.chats`). ``fsname``: the source the kernel lists
+    the mount under (``/proc/mounts``, ``df``), never a secret; None for ``wafs:ENGINE``
+    (``wafs:chats:ENGINE`` for the chats view).
     """
 
     read_only: bool = False
@@ -36,6 +38,7 @@ class MountOptions:
     sweep_delay: float = 0.5
     view: View = "raw"
     chat_options: ChatOptions = ChatOptions()
+    fsname: str | None = None
 
     @property
     def file_mode(self) -> int:
