@@ -192,8 +192,9 @@ class _Restarted(Exception):
     """A SCAN was answered by another life of the server than the one its pass began on."""
 
 
-def _scan_server(client: Any, pattern: bytes) -> Iterator[bytes | str]:
-    """One SCAN pass over the server of ``client`` (a ``redis.Redis``), or :class:`_Restarted`.
+def _scan_server(client: Any, pattern: bytes) -> Iterator[list[bytes | str]]:
+    """One SCAN pass over the server of ``client`` (a ``redis.Redis``), a reply at a time, or
+    :class:`_Restarted`.
 
     A SCAN cursor means something only to the server life that returned it, and redis-py's
     retry resends a SCAN after a reconnect, to a server that may have restarted meanwhile
@@ -213,7 +214,7 @@ def _scan_server(client: Any, pattern: bytes) -> Iterator[bytes | str]:
             life = info.get("run_id")
         elif info.get("run_id") != life:
             raise _Restarted(f"run_id {life} became {info.get('run_id')}")
-        yield from replies
+        yield replies
         if int(cursor) == 0:
             return
 
@@ -391,8 +392,9 @@ class RedisEngine(Engine):
                 f"(byte 0x{reply[exc.start]:02x} at offset {exc.start}; written by another client)"
             ) from exc
 
-    def _scan(self, start: bytes) -> Iterator[bytes]:
-        """Yield each full key starting with ``start`` once, as bytes, streaming one SCAN pass.
+    def _scan(self, start: bytes) -> Iterator[list[bytes]]:
+        """Yield each full key starting with ``start`` once, as bytes, streaming one SCAN pass
+        a batch at a time.
 
         The pass completes against one server life: when the server restarted under it, the
         pass starts again from cursor 0 (keys already yielded are not yielded again), at most
@@ -402,14 +404,16 @@ class RedisEngine(Engine):
         pattern = _glob_escape(start) + b"*"
         with self._translated(f"scan {_text(start)}*"):
             for _ in range(SCAN_RESTARTS + 1):
-                replies = (self._scan_cluster(pattern) if isinstance(self.client, RedisCluster)
+                batches = (self._scan_cluster(pattern) if isinstance(self.client, RedisCluster)
                            else _scan_server(self.client, pattern))
                 try:
-                    for reply in replies:
-                        full = _as_bytes(reply)
-                        if full.startswith(start) and full not in seen:
-                            seen.add(full)
-                            yield full
+                    for replies in batches:
+                        fresh = []
+                        for full in map(_as_bytes, replies):
+                            if full.startswith(start) and full not in seen:
+                                seen.add(full)
+                                fresh.append(full)
+                        yield fresh
                     return
                 except _Restarted as exc:
                     restarted = exc
@@ -418,7 +422,7 @@ class RedisEngine(Engine):
                 f"of {_text(start)}* ({restarted})"
             )
 
-    def _scan_cluster(self, pattern: bytes) -> Iterator[bytes | str]:
+    def _scan_cluster(self, pattern: bytes) -> Iterator[list[bytes | str]]:
         """SCAN every primary of the cluster with its own cursor; repeat while the layout moved.
 
         redis-py's ``RedisCluster.scan_iter`` also visits every primary, but it never notices
@@ -464,7 +468,7 @@ class RedisEngine(Engine):
             return
         base = len(self._base)
         start = self._base + _common_prefix(wanted)
-        doomed = (full for full in self._scan(start) if _under_any(full[base:], wanted))
+        doomed = (full for batch in self._scan(start) for full in batch if _under_any(full[base:], wanted))
         with self._translated("cascade delete"):
             while batch := list(itertools.islice(doomed, CHUNK)):
                 self.client.delete(*batch)
@@ -491,7 +495,7 @@ class RedisEngine(Engine):
     def list(self, prefix: str = "", offset: int = 0, limit: int | None = 50) -> list[str]:
         """Keys under ``prefix`` in code point order; reads the whole match set, then pages it."""
         base = len(self._base)
-        keys = sorted(_text(full[base:]) for full in self._scan(self._full(prefix)))
+        keys = sorted(_text(full[base:]) for batch in self._scan(self._full(prefix)) for full in batch)
         return keys[offset:None if limit is None else offset + limit]
 
     # --- mixins, overridden for speed --------------------------------------------------------
@@ -499,7 +503,8 @@ class RedisEngine(Engine):
     def iter_keys(self, prefix: str = "") -> Iterator[str]:
         """Stream the keys under ``prefix`` in SCAN order, each once."""
         base = len(self._base)
-        return (_text(full[base:]) for full in self._scan(self._full(prefix)))
+        batches = self._scan(self._full(prefix))
+        return (_text(full[base:]) for batch in batches for full in batch)
 
     def get_many(self, keys: Iterable[str]) -> dict[str, str | None]:
         """MGET per chunk of 1000 keys; one value that is not UTF-8 fails the whole call."""

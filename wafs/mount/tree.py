@@ -19,12 +19,14 @@ listing is being read is also replayed on the new listing, so a rebuild never un
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import itertools
 import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from ..engine import Engine, Kind
@@ -45,6 +47,19 @@ RESCAN_FACTOR = 10
 SIZE_BATCH = 1000
 #: How often the background thread checks whether a bulk tree is due for a rebuild.
 POLL_SECONDS = 0.1
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector: a tree build makes hundreds of thousands of
+    objects, none in a cycle, and each collection they trigger would walk them all again."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 class Directory:
@@ -76,7 +91,7 @@ def _displayable_parts(key: str, parts: list[str]) -> bool:
     if "\0" in key or not _NOT_NAMES.isdisjoint(parts):
         return False
     if key.isascii():
-        return all(len(part) <= NAME_MAX for part in parts)
+        return len(key) <= NAME_MAX or all(len(part) <= NAME_MAX for part in parts)
     return is_valid_key(key) and all(len(part.encode("utf-8")) <= NAME_MAX for part in parts)
 
 
@@ -229,7 +244,8 @@ class Tree:
                 return False  # another thread rebuilt it while this one waited
             started = self._begin_listing()
             try:
-                new_root, hidden = self._build(self.engine.iter_keys(""))
+                with _collector_paused():
+                    new_root, hidden = self._build(self.engine.iter_keys(""))
             except BaseException:
                 self._end_listing("")
                 self._scan_failed = True
@@ -254,23 +270,28 @@ class Tree:
     def _build(self, keys: Iterable[str]) -> tuple[Directory, list[str]]:
         root = Directory()
         names: dict[str, str] = {}  # one string object per distinct name, to save memory
+        directories: dict[str, Directory] = {"": root}  # by path: most keys share their parent
         hidden = []
         for key in keys:
             parts = key.split(SEPARATOR)
             if not _displayable_parts(key, parts):
                 hidden.append(key)
                 continue
-            *parents, leaf = parts
-            node = root
-            for name in parents:
-                child = node.entries.get(name)
-                if not isinstance(child, Directory):
-                    name = names.setdefault(name, name)
-                    replaced = Directory()
-                    if child is not None:
-                        replaced.value = child
-                    node.entries[name] = child = replaced
-                node = child
+            parent_path = key[:len(key) - len(parts[-1]) - 1] if len(parts) > 1 else ""
+            node = directories.get(parent_path)
+            if node is None:
+                node = root
+                for name in parts[:-1]:
+                    child = node.entries.get(name)
+                    if not isinstance(child, Directory):
+                        name = names.setdefault(name, name)
+                        replaced = Directory()
+                        if child is not None:
+                            replaced.value = child
+                        node.entries[name] = child = replaced
+                    node = child
+                directories[parent_path] = node
+            leaf = parts[-1]
             existing = node.entries.get(leaf)
             if isinstance(existing, Directory):
                 existing.value = UNKNOWN
