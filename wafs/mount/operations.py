@@ -536,7 +536,8 @@ class Operations(fuse.Filesystem):
                 return bytes(self._handle(fh).content()[offset:offset + size])
         inode = self._inode(ino)
         if inode.current:
-            value = self._current(inode.key, inode.path)
+            path = inode.path
+            value = self._current(_key_of(path), path)
             with self.lock:
                 if inode.current:
                     if value is None:

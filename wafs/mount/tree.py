@@ -466,7 +466,8 @@ class Tree:
         """Record sizes seen in values just read (a ``None`` drops the key)."""
         with self.lock:
             for key, size in sizes.items():
-                self._change(_Change("size", key, size))
+                if size is None or self._find_file(self.root, key) != size:
+                    self._change(_Change("size", key, size))
 
     def lookup_cached(self, path: str) -> Directory | int | None:
         """Like :meth:`lookup` with no store access (the caller holds fresh data)."""
