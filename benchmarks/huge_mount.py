@@ -31,9 +31,10 @@ sys.path.insert(0, str(ROOT))  # the tests' private servers: tests/servers.py
 WAFS = Path(sys.executable).parent / "wafs"
 PREFIX = "wa:huge"
 PER_CHAT = 250
+FILL_CHUNK = 100_000
 FILL = """
-local prefix, count, per_chat = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-for i = 0, count - 1 do
+local prefix, first, count, per_chat = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+for i = first, first + count - 1 do
   local chat, message = math.floor(i / per_chat), i % per_chat
   redis.call('SET', prefix .. ':chat/549' .. (1100000000 + chat) .. '@s.whatsapp.net/message/3EB0'
               .. string.format('%08X', message) .. '/raw', '{"key":{"id":"' .. message .. '"}}')
@@ -118,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         mountpoint.mkdir()
         client = server.client()
         log(f"writing {args.keys} keys")
-        client.eval(FILL, 0, PREFIX, args.keys, PER_CHAT)
+        for first in range(0, args.keys, FILL_CHUNK):  # one script per chunk: within the client's timeout
+            client.eval(FILL, 0, PREFIX, first, min(FILL_CHUNK, args.keys - first), PER_CHAT)
         client.close()
         baselines = [baseline_scan(server.url) for _ in range(args.rounds)]
         rounds = [one_round(server.url, mountpoint, work) for _ in range(args.rounds)]

@@ -537,7 +537,9 @@ class Session:
 
         def forget_multi(req: int, count: int, forgets: Any) -> None:
             try:
-                fs.forget([(forgets[i].ino, forgets[i].nlookup) for i in range(count)])
+                # (ino, nlookup) pairs of uint64, read as one flat array: an unmount forgets every inode
+                flat = ctypes.cast(forgets, ctypes.POINTER(ctypes.c_uint64 * (2 * count))).contents[:]
+                fs.forget(list(zip(flat[0::2], flat[1::2], strict=True)))
             except Exception:
                 log.exception("FUSE forget failed unexpectedly")
             finally:

@@ -270,28 +270,23 @@ class Tree:
     def _build(self, keys: Iterable[str]) -> tuple[Directory, list[str]]:
         root = Directory()
         names: dict[str, str] = {}  # one string object per distinct name, to save memory
-        directories: dict[str, Directory] = {"": root}  # by path: most keys share their parent
         hidden = []
         for key in keys:
             parts = key.split(SEPARATOR)
             if not _displayable_parts(key, parts):
                 hidden.append(key)
                 continue
-            parent_path = key[:len(key) - len(parts[-1]) - 1] if len(parts) > 1 else ""
-            node = directories.get(parent_path)
-            if node is None:
-                node = root
-                for name in parts[:-1]:
-                    child = node.entries.get(name)
-                    if not isinstance(child, Directory):
-                        name = names.setdefault(name, name)
-                        replaced = Directory()
-                        if child is not None:
-                            replaced.value = child
-                        node.entries[name] = child = replaced
-                    node = child
-                directories[parent_path] = node
-            leaf = parts[-1]
+            *parents, leaf = parts
+            node = root
+            for name in parents:
+                child = node.entries.get(name)
+                if not isinstance(child, Directory):
+                    name = names.setdefault(name, name)
+                    replaced = Directory()
+                    if child is not None:
+                        replaced.value = child
+                    node.entries[name] = child = replaced
+                node = child
             existing = node.entries.get(leaf)
             if isinstance(existing, Directory):
                 existing.value = UNKNOWN
