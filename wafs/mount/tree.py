@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from ..engine import Engine, Kind
+from ..errors import BackendUnavailableError
 from ..keys import SEPARATOR, is_under, is_valid_key
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,10 @@ RESCAN_FACTOR = 10
 #: Unknown sizes read in one call when one is needed (``ls -l``, ``find -size``): those of the
 #: whole directory, and of the directories after it up to this many.
 SIZE_BATCH = 1000
+#: After a rebuild failed because the store is unavailable, accesses that need the store fail
+#: at once for this long instead of each waiting out the client's retries in turn (one FUSE
+#: thread serves them: a `cp -a` of a dead store would otherwise take seconds per file).
+UNAVAILABLE_HOLD = 0.5
 #: How often the background thread checks whether a bulk tree is due for a rebuild.
 POLL_SECONDS = 0.1
 
@@ -134,6 +139,7 @@ class Tree:
         self._held: set[str] = set()  # files created through the mount, not yet in the store
         self._rescan_seconds = 0.0  # how long the last whole-store rebuild took
         self._scan_failed = False  # the last rebuild failed: do not serve the old tree
+        self._unavailable: tuple[float, BackendUnavailableError] | None = None  # when, and why
         self._stopped = threading.Event()
         self._dir_changed: dict[str, int] = {}  # directory -> wall time its names last changed
         self._rebuilt_ns = 0  # wall time the last whole-store read replaced an older tree
@@ -184,6 +190,7 @@ class Tree:
         """The directory at ``path`` with a fresh listing, or None if there is none."""
         if self.bulk:
             if self._scan_failed or self._stale(self.root, factor=2.0):
+                self._fail_while_unavailable()
                 self._rescan()  # no tree, or one too old to serve: wait for the store (or EIO)
             with self.lock:
                 return self._find_dir(path)
@@ -233,6 +240,12 @@ class Tree:
     def stop(self) -> None:
         self._stopped.set()
 
+    def _fail_while_unavailable(self) -> None:
+        """Raise the last rebuild's failure again if the store was unavailable just now."""
+        failure = self._unavailable
+        if failure is not None and time.monotonic() - failure[0] < UNAVAILABLE_HOLD:
+            raise BackendUnavailableError(str(failure[1])) from failure[1]
+
     def _rescan(self, force: bool = False) -> None:
         if self._read_all(force):
             self.on_listed("")
@@ -246,11 +259,14 @@ class Tree:
             try:
                 with _collector_paused():
                     new_root, hidden = self._build(self.engine.iter_keys(""))
-            except BaseException:
+            except BaseException as exc:
                 self._end_listing("")
                 self._scan_failed = True
+                if isinstance(exc, BackendUnavailableError):
+                    self._unavailable = (time.monotonic(), exc)
                 raise
             self._scan_failed = False
+            self._unavailable = None
             with self.lock:  # the journal ends here: no change can fall between it and the swap
                 for change in self._end_listing(""):
                     self._apply(new_root, change)
