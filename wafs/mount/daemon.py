@@ -159,9 +159,8 @@ class Server:
 
     def loop(self) -> list[str]:
         """Serve in this thread until unmounted (or :meth:`stop`); then what :func:`serve` returns."""
-        # One FUSE thread: Python serves one request at a time anyway (the GIL), and handing
-        # requests between threads costs more than it saves. Change feeds, sweeps, kernel
-        # notifications and signals run in threads of their own.
+        # Requests are answered one at a time (fuse.SERVING_THREADS take turns reading them);
+        # change feeds, sweeps, kernel notifications and signals run in threads of their own.
         self.session.loop()
         return self.operations.left_undone
 

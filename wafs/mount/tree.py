@@ -122,6 +122,20 @@ def _from(entries: dict[str, Directory | int], start: str | None,
     return items
 
 
+def _set_entry_size(parent: Directory, name: str, size: int | None, create: bool = False) -> None:
+    """Set the size of file ``name`` in ``parent`` (None: remove it; a directory's own value)."""
+    entry = parent.entries.get(name)
+    if isinstance(entry, Directory):
+        entry.value = size
+    elif size is None:
+        parent.entries.pop(name, None)
+    elif entry is not None or create:
+        parent.entries[name] = size
+
+
+_MISSING = Directory()  # not looked up yet
+
+
 class Tree:
     """Thread-safe tree of the store. Paths here are keys: ``""`` is the root."""
 
@@ -466,19 +480,30 @@ class Tree:
                                       max(SIZE_BATCH, directory_size), whole_directory=True)
             if not unknown:
                 return 0
-            sizes = self.engine.sizes(unknown)
-            with self.lock:
-                for key, size in sizes.items():
-                    self._change(_Change("size", key, size))  # a rebuild meanwhile keeps it
-                found = self.lookup_cached(path)
+            self._record_sizes(self.engine.sizes(unknown))
+            found = self.lookup_cached(path)
         return found if isinstance(found, int) and found >= 0 else 0
+
+    def _record_sizes(self, sizes: dict[str, int | None]) -> None:
+        """Sizes just read from the store (None: the key is gone); a rebuild meanwhile keeps them."""
+        with self.lock:
+            journal = self._journal
+            parents: dict[str, Directory | None] = {}
+            for key, size in sizes.items():
+                parent_path, _, name = key.rpartition(SEPARATOR)
+                parent = parents.get(parent_path, _MISSING)
+                if parent is _MISSING:
+                    parent = parents[parent_path] = self._find_dir(parent_path)
+                if parent is not None:
+                    _set_entry_size(parent, name, size)
+                if journal is not None:
+                    journal.append(_Change("size", key, size))
 
     def learn_sizes(self, sizes: dict[str, int | None]) -> None:
         """Record sizes seen in values just read (a ``None`` drops the key)."""
         with self.lock:
-            for key, size in sizes.items():
-                if size is None or self._find_file(self.root, key) != size:
-                    self._change(_Change("size", key, size))
+            self._record_sizes({key: size for key, size in sizes.items()
+                                if size is None or self._find_file(self.root, key) != size})
 
     def lookup_cached(self, path: str) -> Directory | int | None:
         """Like :meth:`lookup` with no store access (the caller holds fresh data)."""
@@ -604,15 +629,8 @@ class Tree:
         root = root or self.root
         parent_path, _, name = key.rpartition(SEPARATOR)
         parent = self._make_dirs(root, parent_path) if create else self._find_dir(parent_path, root)
-        if parent is None:
-            return
-        entry = parent.entries.get(name)
-        if isinstance(entry, Directory):
-            entry.value = size
-        elif size is None:
-            parent.entries.pop(name, None)
-        elif entry is not None or create:
-            parent.entries[name] = size
+        if parent is not None:
+            _set_entry_size(parent, name, size, create)
 
     # --- helpers ---------------------------------------------------------------------------------
 
