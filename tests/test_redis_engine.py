@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -12,7 +14,7 @@ import redis
 
 from wafs import open_engine
 from wafs.engine import Kind
-from wafs.engines.redis import RedisEngine
+from wafs.engines.redis import RedisEngine, _read_ahead
 from wafs.errors import BackendError, BackendUnavailableError, InvalidValueError, ValueTooLargeError
 from wafs.keys import is_valid_key
 
@@ -381,3 +383,38 @@ def test_a_value_over_512_mib_is_refused_at_once_with_a_permanent_error(engine: 
             assert isinstance(raised.value, InvalidValueError) and not isinstance(raised.value, BackendError)
     assert engine.get("chat/1/content") == "kept"
     assert raw.keys(f"{prefix}:*") == [f"{prefix}:chat/1/content".encode()]
+
+
+def _scan_threads() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name == "wafs-scan"]
+
+
+def test_scan_read_ahead_passes_on_the_producers_error_after_its_items() -> None:
+    def failing() -> Iterator[int]:
+        yield 1
+        yield 2
+        raise redis.ConnectionError("gone")
+
+    got = []
+    with pytest.raises(redis.ConnectionError, match="gone"):
+        for item in _read_ahead(failing()):
+            got.append(item)
+    assert got == [1, 2]
+
+
+def test_scan_read_ahead_closed_early_stops_its_producer() -> None:
+    produced: list[int] = []
+
+    def endless() -> Iterator[int]:
+        for number in itertools.count():
+            produced.append(number)
+            yield number
+
+    before = set(_scan_threads())
+    items = _read_ahead(endless(), depth=2)
+    assert next(items) == 0
+    (producer,) = set(_scan_threads()) - before
+    items.close()
+    producer.join(5.0)
+    assert not producer.is_alive()
+    assert len(produced) <= 5  # it stayed within depth of what was taken
