@@ -13,7 +13,7 @@ and finds it again while the daemon runs.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from ..keys import SEPARATOR
 from .fuse import ROOT_INO
@@ -110,13 +110,23 @@ class InodeTable:
         return inode
 
     def forget(self, ino: int, count: int) -> None:
-        inode = self._inodes.get(ino)
-        if inode is None or ino == ROOT_INO:
-            return
-        inode.lookups -= count
-        if inode.lookups <= 0:
-            del self._inodes[ino]
-            self._detach(inode)
+        self.forget_many([(ino, count)])
+
+    def forget_many(self, forgets: Iterable[tuple[int, int]]) -> None:
+        """The kernel dropped ``count`` lookups of each ``ino`` (an unmount: every inode)."""
+        inodes = self._inodes
+        for ino, count in forgets:
+            inode = inodes.get(ino)
+            if inode is None or ino == ROOT_INO:
+                continue
+            inode.lookups -= count
+            if inode.lookups <= 0:
+                del inodes[ino]
+                parent = inode.parent
+                if parent is not None:
+                    siblings = parent.children
+                    if siblings is not None and siblings.get(inode.name) is inode:
+                        del siblings[inode.name]
 
     def supersede(self, inode: Inode, data: bytes | None) -> None:
         """The name of ``inode`` has a new version, or is gone: the next lookup gets a new

@@ -410,8 +410,7 @@ class Operations(fuse.Filesystem):
 
     def forget(self, forgets: list[tuple[int, int]]) -> None:
         with self.lock:
-            for ino, count in forgets:
-                self.inodes.forget(ino, count)
+            self.inodes.forget_many(forgets)
 
     def getattr(self, ino: int, fh: int | None) -> tuple[Attributes, float]:
         with self.lock:
