@@ -126,7 +126,7 @@ class Server:
     """One mount of ``engine`` at ``mountpoint``: the constructor reads the engine's tree (or
     chat list: a backend that is down fails the mount here) and mounts; :meth:`loop` serves.
 
-    ``on_ready`` is called, from the serving thread, once the kernel has asked the mount to
+    ``on_ready`` is called, from a serving thread, once the kernel has asked the mount to
     start (FUSE ``INIT``): requests are answered from then on."""
 
     def __init__(self, engine: Engine, mountpoint: str, options: MountOptions,

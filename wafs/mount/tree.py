@@ -47,8 +47,8 @@ RESCAN_FACTOR = 10
 #: whole directory, and of the directories after it up to this many.
 SIZE_BATCH = 1000
 #: After a rebuild failed because the store is unavailable, accesses that need the store fail
-#: at once for this long instead of each waiting out the client's retries in turn (one FUSE
-#: thread serves them: a `cp -a` of a dead store would otherwise take seconds per file).
+#: at once for this long instead of each waiting out the client's retries in turn (the mount
+#: answers one request at a time: a `cp -a` of a dead store would otherwise take seconds per file).
 UNAVAILABLE_HOLD = 0.5
 #: How often the background thread checks whether a bulk tree is due for a rebuild.
 POLL_SECONDS = 0.1
