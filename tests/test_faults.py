@@ -131,11 +131,11 @@ class Commands:
         copied = {str(p.relative_to(target)): p.read_text(encoding="utf-8")
                   for p in target.rglob("*") if p.is_file()} if target.exists() else {}
         shutil.rmtree(target, ignore_errors=True)
-        wrong = {name for name, text in copied.items() if DATA.get(name) != text}
-        if wrong:
-            problem = f"cp -a copied wrong files {sorted(wrong)}"
-        if result.returncode == 0 and copied != DATA:
+        wrong = {name: text for name, text in copied.items() if DATA.get(name) != text}
+        if result.returncode == 0 and set(copied) != set(DATA):
             problem = f"cp -a succeeded with {sorted(copied)}"
+        if wrong:
+            problem = f"cp -a copied wrong files {sorted(wrong.items())}"
         return problem or ("" if result.returncode == 0 else None)
 
     def all(self) -> list[Callable[[], str | None]]:
