@@ -285,6 +285,38 @@ def test_readers_never_see_pending_or_refused_bytes(mount: Mount) -> None:
     assert mount.other.get("f") == "committed"
 
 
+def test_the_bot_never_sees_an_empty_value_while_a_shell_rewrites_or_creates_a_file(mount: Mount) -> None:
+    """``printf x > f`` opens with ``O_TRUNC`` and closes a descriptor before it writes: the
+    store gets the new value in one ``set``, never the empty value in between."""
+    mount.other.set("creds", "v0")
+    eventually("the value", lambda: read(mount.p("creds")) == b"v0")
+    seen: set[str | None] = set()
+    done = threading.Event()
+
+    def bot() -> None:
+        while not done.is_set():
+            seen.add(mount.other.get("creds"))
+            seen.add(mount.other.get("new") or "not there")
+
+    reader = threading.Thread(target=bot)
+    reader.start()
+    try:
+        sh(f"cd {mount.path} && for i in $(seq 1 200); do printf %s v$((i % 2)) > creds; "
+           f"printf %s v2 > new; rm new; done")
+    finally:
+        done.set()
+        reader.join()
+    assert seen == {"v0", "v1", "v2", "not there"}
+
+
+def test_truncating_to_empty_is_read_back_at_once(mount: Mount) -> None:
+    """An open that only truncates is committed at its last close: the next command sees it."""
+    for number in range(50):
+        mount.p("f").write_text(f"value {number}")
+        assert sh(f": > {mount.p('f')}; cat {mount.p('f')}").stdout == ""
+        assert mount.other.get("f") == ""
+
+
 def test_a_file_removed_while_written_does_not_come_back(mount: Mount) -> None:
     mount.other.set("f", "old")
     eventually("the value", lambda: read(mount.p("f")) == b"old")

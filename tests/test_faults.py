@@ -15,6 +15,7 @@ retries (< 2 s); a command fails at its first error or after a few failed operat
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -247,6 +248,31 @@ def test_redis_client_pause(private_redis: RedisServer, redis_mount: tuple[Engin
         admin.execute_command("CLIENT", "UNPAUSE")
         admin.close()
     check(observed, "CLIENT PAUSE", commands.recovered(), expect_failures=True)
+
+
+def test_a_file_created_while_the_store_is_paused_ends_in_both_or_neither(
+    private_redis: RedisServer, redis_mount: tuple[Engine, Commands], caplog: pytest.LogCaptureFixture
+) -> None:
+    """``touch`` writes nothing: its file is committed at the last close, after ``close``
+    returned. When that commit fails, the name goes too: the mount never lists a file the
+    store does not have."""
+    engine, commands = redis_mount
+    caplog.set_level(logging.ERROR, logger="wafs.mount")
+    admin = private_redis.client()
+    try:
+        admin.execute_command("CLIENT", "PAUSE", int(FAULT_SECONDS * 1000), "ALL")
+        sh(f"touch {commands.mnt}/session/new", check=False)
+        deadline = time.monotonic() + COMMAND_BOUND
+        while "could not write 'session/new' at its last close" not in caplog.text:
+            assert time.monotonic() < deadline, "the failed commit was not logged"
+            time.sleep(0.05)
+    finally:
+        admin.execute_command("CLIENT", "UNPAUSE")
+        admin.close()
+    listing = os.listdir(commands.mnt / "session")
+    assert "creds" in listing and "new" not in listing
+    assert engine.get("session/new") is None
+    assert commands.recovered() < RECOVERY_BOUND
 
 
 def test_redis_client_kill(private_redis: RedisServer, redis_mount: tuple[Engine, Commands]) -> None:

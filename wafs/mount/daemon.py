@@ -159,7 +159,7 @@ class Server:
 
     def loop(self) -> list[str]:
         """Serve in this thread until unmounted (or :meth:`stop`); then what :func:`serve` returns."""
-        # Requests are answered one at a time (fuse.SERVING_THREADS take turns reading them);
+        # Requests are answered one at a time, in order (fuse.SERVING_THREADS take turns reading them);
         # change feeds, sweeps, kernel notifications and signals run in threads of their own.
         self.session.loop()
         return self.operations.left_undone
@@ -169,8 +169,6 @@ class Server:
         unmount fails then, as busy): the mount is detached, files still open are committed
         as they stand, and whoever holds them gets ``ENOTCONN`` from then on."""
         self.session.exit()
-        with contextlib.suppress(OSError):
-            os.statvfs(self.mountpoint)  # a request the kernel always sends: the loop wakes and ends
 
 
 _SIGNALS = {signal.SIGHUP, signal.SIGTERM, signal.SIGINT}

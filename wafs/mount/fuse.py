@@ -19,6 +19,7 @@ import functools
 import logging
 import os
 import platform
+import select
 import struct
 import threading
 from collections.abc import Iterator
@@ -158,6 +159,11 @@ _OPS: list[tuple[str, Any]] = [
 ]
 
 
+class FuseBuf(ctypes.Structure):
+    _fields_ = [("size", ctypes.c_size_t), ("flags", ctypes.c_int), ("mem", ctypes.c_void_p),
+                ("fd", ctypes.c_int), ("pos", c_off)]
+
+
 class LowLevelOps(ctypes.Structure):
     _fields_ = [(name, kind if kind is not None else ctypes.c_void_p) for name, kind in _OPS]
 
@@ -172,11 +178,10 @@ def _load() -> ctypes.CDLL:
         "fuse_session_new": (ctypes.c_void_p, [ctypes.POINTER(Args), ctypes.POINTER(LowLevelOps),
                                                ctypes.c_size_t, ctypes.c_void_p]),
         "fuse_session_mount": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_char_p]),
-        "fuse_session_loop_mt_312": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_void_p]),
-        "fuse_loop_cfg_create": (ctypes.c_void_p, []),
-        "fuse_loop_cfg_destroy": (None, [ctypes.c_void_p]),
-        "fuse_loop_cfg_set_max_threads": (None, [ctypes.c_void_p, ctypes.c_uint]),
-        "fuse_loop_cfg_set_idle_threads": (None, [ctypes.c_void_p, ctypes.c_uint]),
+        "fuse_session_fd": (ctypes.c_int, [ctypes.c_void_p]),
+        "fuse_session_receive_buf": (ctypes.c_int, [ctypes.c_void_p, ctypes.POINTER(FuseBuf)]),
+        "fuse_session_process_buf": (None, [ctypes.c_void_p, ctypes.POINTER(FuseBuf)]),
+        "fuse_session_exited": (ctypes.c_int, [ctypes.c_void_p]),
         "fuse_session_exit": (None, [ctypes.c_void_p]),
         "fuse_session_unmount": (None, [ctypes.c_void_p]),
         "fuse_session_destroy": (None, [ctypes.c_void_p]),
@@ -201,6 +206,8 @@ def _load() -> ctypes.CDLL:
 
 
 _lib = _load()
+_free = ctypes.CDLL(None).free  # the request buffers libfuse allocates
+_free.argtypes = [ctypes.c_void_p]
 
 FUSE_CAP_READDIRPLUS = 1 << 13
 FUSE_CAP_READDIRPLUS_AUTO = 1 << 14
@@ -213,11 +220,11 @@ RENAME_EXCHANGE = 1 << 1
 
 ROOT_INO = 1
 
-#: libfuse worker threads that take turns reading requests; the handlers still run one at a
-#: time (a lock). Measured on the medium session (161k keys, read-only Redis mount, cold): one
-#: thread 11.5 s for ``find``, 32.5 s for ``grep -r``; two: 9.4 s and 27.0 s. While one thread
-#: finishes a request (the reply is out, the Python frames unwind), the other is already
-#: waiting in the kernel for the next.
+#: Threads that take turns reading requests; the requests are still answered one at a time,
+#: in the order the kernel sent them. Measured on the medium session (161k keys, read-only
+#: Redis mount, cold): one thread 11.5 s for ``find``, 32.5 s for ``grep -r``; two: 9.4 s and
+#: 27.0 s. While one thread finishes a request (the reply is out, the Python frames unwind),
+#: the other is already waiting in the kernel for the next.
 SERVING_THREADS = 2
 
 
@@ -292,7 +299,8 @@ class Filesystem:
 
     The defaults answer ``ENOSYS`` (the kernel then stops sending ``open``/``opendir`` for
     the whole connection, which is how a filesystem says it needs no file handles).
-    Handlers run one at a time, in libfuse's worker threads (:data:`SERVING_THREADS`).
+    Handlers run one at a time, in the order the kernel sent the requests, in the
+    :data:`SERVING_THREADS` threads of :meth:`Session.loop`.
     """
 
     def errno_for(self, exc: Exception) -> int:
@@ -464,6 +472,9 @@ class Session:
         self.fs = fs
         self.mountpoint = mountpoint
         self._ending = threading.Lock()  # exit() never touches a session being destroyed
+        self._receiving = threading.Lock()  # the thread that reads the next request holds it
+        self._serving = threading.Lock()  # the thread that answers a request holds it
+        self._wake_up, self._woken = os.pipe()  # written by exit(): every serving thread ends
         self._entry = EntryParam()  # reply buffers (the handlers run one at a time)
         self._stat = Stat()
         self._callbacks = self._make_callbacks()
@@ -481,32 +492,68 @@ class Session:
             raise OSError(errno.EIO, f"could not mount at {mountpoint} (see the messages above)")
 
     def loop(self) -> None:
-        """Serve requests until the filesystem is unmounted; then release the session."""
+        """Serve requests until the filesystem is unmounted (or :meth:`exit`); then release
+        the session."""
+        os.set_blocking(_lib.fuse_session_fd(self._se), False)
+        helpers = [threading.Thread(target=self._serve, name=f"wafs-fuse-{number}", daemon=True)
+                   for number in range(1, SERVING_THREADS)]
         try:
-            config = _lib.fuse_loop_cfg_create()
-            _lib.fuse_loop_cfg_set_max_threads(config, SERVING_THREADS)
-            _lib.fuse_loop_cfg_set_idle_threads(config, SERVING_THREADS)
-            try:
-                result = _lib.fuse_session_loop_mt_312(self._se, config)
-            finally:
-                _lib.fuse_loop_cfg_destroy(config)
-            if result not in (0,) and result != -errno.ENODEV:
-                log.warning("the FUSE loop ended with %s", os.strerror(-result) if result < 0 else result)
+            for helper in helpers:
+                helper.start()
+            self._serve()
         finally:
+            self.exit()
+            for helper in helpers:
+                helper.join()
             with self._ending:
                 # No notification from here on: unmounting closes the device (its number may be
                 # reused at once), and destroying commits what is still open.
                 se, self._se = self._se, None
                 _lib.fuse_session_unmount(se)
                 _lib.fuse_session_destroy(se)
+                os.close(self._wake_up)
+                os.close(self._woken)
+
+    def _serve(self) -> None:
+        """Read requests and answer them in turn with the other serving threads: a thread
+        takes its turn to answer before it lets the next one read, so requests are answered
+        one at a time, in the order the kernel sent them (a ``close`` is committed before the
+        ``open`` that came after it), while the next request is already being read."""
+        se = self._se
+        poller = select.poll()
+        poller.register(_lib.fuse_session_fd(se), select.POLLIN)
+        poller.register(self._wake_up, select.POLLIN)
+        buffer = FuseBuf()
+        try:
+            while True:
+                with self._receiving:
+                    if _lib.fuse_session_exited(se):
+                        return
+                    if any(fd == self._wake_up for fd, _ in poller.poll()):
+                        return
+                    received = _lib.fuse_session_receive_buf(se, ctypes.byref(buffer))
+                    if received in (-errno.EAGAIN, -errno.EINTR):
+                        continue  # another thread took it, or its sender gave up on it
+                    if received <= 0:  # 0: unmounted, or the connection was aborted
+                        if received < 0:
+                            log.warning("the FUSE loop ended: %s", os.strerror(-received))
+                        _lib.fuse_session_exit(se)
+                        return
+                    self._serving.acquire()
+                try:
+                    _lib.fuse_session_process_buf(se, ctypes.byref(buffer))
+                finally:
+                    self._serving.release()
+        finally:
+            _free(buffer.mem)
 
     def exit(self) -> None:
         """Make :meth:`loop` return, even while files are open, once it has answered the request
-        it is serving or the next one it reads (call from another thread; after the loop has
-        ended this does nothing)."""
+        it is serving (call from another thread; after the loop has ended this does nothing)."""
         with self._ending:
             if self._se is not None:
                 _lib.fuse_session_exit(self._se)
+                os.write(self._woken, b"x")
 
     # --- telling the kernel what changed (from any thread but the serving one) ---------------
 
@@ -688,16 +735,8 @@ class Session:
             "rmdir": rmdir, "rename": rename, "open": open, "create": create, "read": read, "write": write,
             "flush": flush, "fsync": fsync, "opendir": opendir, "readdirplus": readdirplus, "statfs": statfs,
         }
-        serving = threading.Lock()
-
-        def one_at_a_time(callback: Any) -> Any:
-            def serialized(*args: Any) -> None:
-                with serving:
-                    callback(*args)
-            return serialized
-
         kinds = dict(_OPS)
         callbacks = {name: guarded(handler) for name, handler in handlers.items()}
         callbacks.update(init=init, destroy=destroy, forget=forget, forget_multi=forget_multi,
                          release=release)
-        return {name: kinds[name](one_at_a_time(callback)) for name, callback in callbacks.items()}
+        return {name: kinds[name](callback) for name, callback in callbacks.items()}

@@ -3,7 +3,10 @@
 A reader reads the value as it was when it opened (and what was appended to it since, so
 ``tail -f`` follows a growing file). A writer's bytes stay in its own handle until it is
 committed as one ``set`` (on ``flush``, ``fsync`` or ``close``): no other open sees them
-before. An ``O_APPEND`` writer keeps only what it appends, and commits it at the end of the
+before. An open that has only truncated (``O_TRUNC``) or created the file, and written
+nothing yet, is committed at its last close or ``fsync``, not at a ``flush``: a shell's
+``printf x > f`` closes a descriptor before it writes, and the store must not hold the
+empty value in between. An ``O_APPEND`` writer keeps only what it appends, and commits it at the end of the
 value as it is at that moment, whatever the kernel thought the file's size was.
 """
 
@@ -26,6 +29,7 @@ class Handle:
     page_cached: bool = False  # the kernel may serve this open's reads from its page cache
     pending: bytearray | None = None  # a writer's new content (or appended bytes)
     dirty: bool = False
+    written: bool = False  # written or truncated since the open (the open's own O_TRUNC is not)
     created: bool = False  # the key did not exist before this open made it
     refused: bool = False  # a commit was refused (not UTF-8): nothing more is written
     extended: Value | None = field(default=None)  # a newer value that extends ``base`` (appends)
@@ -49,7 +53,7 @@ class Handle:
             if offset > len(self.pending):
                 self.pending.extend(bytes(offset - len(self.pending)))
             self.pending[offset:offset + len(data)] = data
-        self.dirty = True
+        self.dirty = self.written = True
 
     def truncate(self, length: int) -> None:
         assert self.pending is not None
@@ -60,7 +64,7 @@ class Handle:
             del self.pending[length:]
         else:
             self.pending.extend(bytes(length - len(self.pending)))
-        self.dirty = True
+        self.dirty = self.written = True
 
     def follow(self, value: Value) -> None:
         """The value changed in the store; a reader keeps seeing it if it only grew."""

@@ -627,7 +627,9 @@ class Operations(fuse.Filesystem):
     def flush(self, ino: int, fh: int) -> None:
         if self.read_only:
             raise FuseError(errno.ENOSYS)  # nothing to commit: the kernel stops sending FLUSH
-        self._commit(self._handle(fh))
+        handle = self._handle(fh)
+        if handle.written:  # only truncated or created: its last close commits it (handles.py)
+            self._commit(handle)
 
     def fsync(self, ino: int, fh: int) -> None:
         self._commit(self._handle(fh))
@@ -635,8 +637,14 @@ class Operations(fuse.Filesystem):
     def release(self, ino: int, fh: int) -> None:
         with self.lock:
             handle = self.handles.pop(fh)
-        if handle is not None:
+        if handle is None:
+            return
+        try:
             self._commit(handle)
+        except Exception as exc:  # close() has returned: the log is all that can tell
+            log.error("could not write %r at its last close: %s", handle.inode.key, exc)
+            if handle.created:
+                self._drop_created(handle)
 
     def _commit(self, handle: Handle) -> None:
         with self.lock:
@@ -658,11 +666,8 @@ class Operations(fuse.Filesystem):
             text = data.decode("utf-8")
         except UnicodeDecodeError:
             handle.refused = True
-            if handle.created:  # the file never existed in the store: it goes, name and all
-                self.tree.release(key)
-                with self.lock:
-                    self._forget_key(key)
-                    self._remove(handle.inode, None)
+            if handle.created:
+                self._drop_created(handle)
             raise FuseError(errno.EILSEQ) from None
         self._store(key, text, data)
         self.tree.release(key)
@@ -671,6 +676,15 @@ class Operations(fuse.Filesystem):
             handle.created = False
             if append:
                 handle.base, handle.pending = self.cache.get(key) or _EMPTY, bytearray()
+
+    def _drop_created(self, handle: Handle) -> None:
+        """The file this open created never reached the store: it goes, name and all."""
+        handle.created = False
+        key = handle.inode.key
+        self.tree.release(key)
+        with self.lock:
+            self._forget_key(key)
+            self._remove(handle.inode, None)
 
     def _store(self, key: str, text: str, data: bytes) -> None:
         """Write ``key`` and record it: the tree, the cache, and the kernel's view of its inode."""
