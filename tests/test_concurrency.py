@@ -84,6 +84,12 @@ def ro_mount(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Mount]:
     yield from _mount(request, tmp_path, read_only=True)
 
 
+@pytest.fixture(params=["redis"])
+def feed_mount(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Mount]:
+    """A writable Redis mount that follows the change feed, and the other client."""
+    yield from _mount(request, tmp_path, read_only=False)
+
+
 def eventually(what: str, check: Callable[[], bool], bound: float = BOUND) -> None:
     """Poll ``check`` until it holds; ENOENT counts as "not yet", any other error fails."""
     deadline = time.monotonic() + bound
@@ -243,6 +249,45 @@ def test_mmap_reads_the_value(mount: Mount) -> None:
     assert _mapped(mount.p("m")) == "mapped bytes"
 
 
+_MAPPED_READER = """
+import mmap, sys
+file = open(sys.argv[1], "rb")
+mapped = mmap.mmap(file.fileno(), 0, prot=mmap.PROT_READ)
+first = mapped[:4096]
+print("mapped", flush=True)
+sys.stdin.readline()
+print(len(first + mapped[4096:]), (first + mapped[4096:]).count(b"x"), flush=True)
+"""
+
+
+def test_a_writer_opening_with_o_trunc_leaves_a_reader_its_whole_value(mount: Mount) -> None:
+    """The kernel's size of the file stays the committed one while a writer truncates: a
+    reader that maps it (and one that reads it) still gets every byte of what it opened."""
+    value = "x" * (3 * 4096)
+    mount.other.set("f", value)
+    eventually("the value", lambda: read(mount.p("f")) == value.encode())
+    pipe = subprocess.PIPE
+    reader = subprocess.Popen([sys.executable, "-c", _MAPPED_READER, str(mount.p("f"))],
+                              stdin=pipe, stdout=pipe, stderr=pipe, text=True)
+    assert reader.stdin is not None and reader.stdout is not None
+    try:
+        assert reader.stdout.readline() == "mapped\n"
+        with open(mount.p("f"), "rb") as plain_reader:
+            writer = os.open(mount.p("f"), os.O_WRONLY | os.O_TRUNC)
+            try:
+                reader.stdin.write("go on\n")
+                reader.stdin.flush()
+                assert reader.stdout.readline().split() == [str(len(value))] * 2
+                assert plain_reader.read() == value.encode()
+                assert os.stat(mount.p("f")).st_size == len(value)  # nothing committed yet
+            finally:
+                os.close(writer)
+    finally:
+        reader.kill()
+        reader.wait(10)
+    eventually("the truncation in the store", lambda: mount.other.get("f") == "")
+
+
 def test_mmap_on_a_read_only_mount(ro_mount: Mount) -> None:
     ro_mount.other.set("m", "mapped bytes")
     eventually("the value", lambda: read(ro_mount.p("m")) == b"mapped bytes")
@@ -315,6 +360,49 @@ def test_truncating_to_empty_is_read_back_at_once(mount: Mount) -> None:
         mount.p("f").write_text(f"value {number}")
         assert sh(f": > {mount.p('f')}; cat {mount.p('f')}").stdout == ""
         assert mount.other.get("f") == ""
+
+
+def test_a_file_its_creator_holds_open_is_an_empty_file_to_others(mount: Mount) -> None:
+    """Created and not written yet: other processes see an empty file, the store nothing yet."""
+    holder = os.open(mount.p("new"), os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        result = sh(f"cd {mount.path} && cat new && stat -c %s new && ls")
+        assert result.stdout.split() == ["0", "new"]
+        assert mount.other.get("new") is None
+    finally:
+        os.close(holder)
+    eventually("the empty value in the store", lambda: mount.other.get("new") == "")
+
+
+def test_a_late_read_of_the_change_feed_never_hides_what_the_mount_just_wrote(feed_mount: Mount) -> None:
+    """The feed's thread reads a key after an event; the mount rewrites the key meanwhile:
+    that older read must not replace what the mount wrote (the feed's thread is held inside
+    its reads here, so the window stays open)."""
+    mount = feed_mount
+    served_get = mount.engine.get
+    reads = [(threading.Event(), threading.Event()) for _ in range(2)]  # (reading, let it go on)
+
+    def get(key: str) -> str | None:
+        value = served_get(key)
+        if threading.current_thread().name == "wafs-redis-watch" and key == "f" and reads:
+            reading, go_on = reads[0] if not reads[0][0].is_set() else reads[1]
+            reading.set()
+            go_on.wait(BOUND)
+        return value
+
+    (first, release_first), (second, release_second) = reads
+    mount.engine.get = get  # type: ignore[method-assign]
+    try:
+        mount.p("f").write_text("v1")
+        assert first.wait(BOUND), "the feed never read the key"
+        sh(f"printf v2 > {mount.p('f')}")
+        release_first.set()  # the read of v1 is recorded (or dropped); the one after v2's event waits
+        assert second.wait(BOUND), "the feed never read the key again"
+        assert sh(f"cat {mount.p('f')}").stdout == "v2"
+    finally:
+        release_first.set()
+        release_second.set()
+        mount.engine.get = served_get  # type: ignore[method-assign]
 
 
 def test_a_file_removed_while_written_does_not_come_back(mount: Mount) -> None:

@@ -21,7 +21,7 @@ How it is served, and why:
   answered by that thread while the script's thread waits in the kernel, which it does
   without holding the GIL; commands the script runs (``ls``, ``grep``, ``cp``) are
   answered the same way. Two things must not be done from this process: ``mmap`` a file
-  of the mount (a page fault holds the GIL the serving threads need to answer it: a
+  of the mount (a page fault holds the GIL the serving thread needs to answer it: a
   deadlock), or call C code that reads the mount without releasing the GIL. For those,
   mount in a process of its own with ``wafs mount`` (:func:`wafs.mount.mount`).
 
@@ -36,7 +36,7 @@ Unmounting, at the end of the block whether it ends normally or by an exception:
   closed then; the mount is detached, and whoever still holds the file gets ``ENOTCONN``
   from then on. A command still writing is thus cut off rather than waited for: the block
   ends in a bounded time;
-* the unmount waits for those commits and for the serving threads to end, then raises
+* the unmount waits for those commits and for the serving thread to end, then raises
   :class:`~wafs.mount.MountError` naming what could not be done (a file the store refused,
   a cascade delete given up). An exception raised inside the block is never hidden by one
   of the unmount: it propagates, the unmount's failure logged and added to it as a note.
@@ -151,7 +151,7 @@ class Mount:
             reason = str(self._failure or "serving it ended at once")
         else:
             try:
-                os.stat(self.path)  # answered by a serving thread once the kernel started the mount
+                os.stat(self.path)  # answered by the serving thread once the kernel started the mount
             except OSError as exc:
                 reason = f"it does not answer: {exc.strerror}"
         if reason is not None:

@@ -126,7 +126,7 @@ class Server:
     """One mount of ``engine`` at ``mountpoint``: the constructor reads the engine's tree (or
     chat list: a backend that is down fails the mount here) and mounts; :meth:`loop` serves.
 
-    ``on_ready`` is called, from a serving thread, once the kernel has asked the mount to
+    ``on_ready`` is called, from the serving thread, once the kernel has asked the mount to
     start (FUSE ``INIT``): requests are answered from then on."""
 
     def __init__(self, engine: Engine, mountpoint: str, options: MountOptions,
@@ -159,7 +159,7 @@ class Server:
 
     def loop(self) -> list[str]:
         """Serve in this thread until unmounted (or :meth:`stop`); then what :func:`serve` returns."""
-        # Requests are answered one at a time, in order (fuse.SERVING_THREADS take turns reading them);
+        # Requests are answered one at a time, in the order the kernel sent them, in this thread;
         # change feeds, sweeps, kernel notifications and signals run in threads of their own.
         self.session.loop()
         return self.operations.left_undone
@@ -169,6 +169,8 @@ class Server:
         unmount fails then, as busy): the mount is detached, files still open are committed
         as they stand, and whoever holds them gets ``ENOTCONN`` from then on."""
         self.session.exit()
+        with contextlib.suppress(OSError):
+            os.statvfs(self.mountpoint)  # a request the kernel always sends: the loop wakes and ends
 
 
 _SIGNALS = {signal.SIGHUP, signal.SIGTERM, signal.SIGINT}

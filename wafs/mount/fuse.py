@@ -19,7 +19,6 @@ import functools
 import logging
 import os
 import platform
-import select
 import struct
 import threading
 from collections.abc import Iterator
@@ -159,11 +158,6 @@ _OPS: list[tuple[str, Any]] = [
 ]
 
 
-class FuseBuf(ctypes.Structure):
-    _fields_ = [("size", ctypes.c_size_t), ("flags", ctypes.c_int), ("mem", ctypes.c_void_p),
-                ("fd", ctypes.c_int), ("pos", c_off)]
-
-
 class LowLevelOps(ctypes.Structure):
     _fields_ = [(name, kind if kind is not None else ctypes.c_void_p) for name, kind in _OPS]
 
@@ -178,10 +172,7 @@ def _load() -> ctypes.CDLL:
         "fuse_session_new": (ctypes.c_void_p, [ctypes.POINTER(Args), ctypes.POINTER(LowLevelOps),
                                                ctypes.c_size_t, ctypes.c_void_p]),
         "fuse_session_mount": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_char_p]),
-        "fuse_session_fd": (ctypes.c_int, [ctypes.c_void_p]),
-        "fuse_session_receive_buf": (ctypes.c_int, [ctypes.c_void_p, ctypes.POINTER(FuseBuf)]),
-        "fuse_session_process_buf": (None, [ctypes.c_void_p, ctypes.POINTER(FuseBuf)]),
-        "fuse_session_exited": (ctypes.c_int, [ctypes.c_void_p]),
+        "fuse_session_loop": (ctypes.c_int, [ctypes.c_void_p]),
         "fuse_session_exit": (None, [ctypes.c_void_p]),
         "fuse_session_unmount": (None, [ctypes.c_void_p]),
         "fuse_session_destroy": (None, [ctypes.c_void_p]),
@@ -206,8 +197,6 @@ def _load() -> ctypes.CDLL:
 
 
 _lib = _load()
-_free = ctypes.CDLL(None).free  # the request buffers libfuse allocates
-_free.argtypes = [ctypes.c_void_p]
 
 FUSE_CAP_READDIRPLUS = 1 << 13
 FUSE_CAP_READDIRPLUS_AUTO = 1 << 14
@@ -220,12 +209,6 @@ RENAME_EXCHANGE = 1 << 1
 
 ROOT_INO = 1
 
-#: Threads that take turns reading requests; the requests are still answered one at a time,
-#: in the order the kernel sent them. Measured on the medium session (161k keys, read-only
-#: Redis mount, cold): one thread 11.5 s for ``find``, 32.5 s for ``grep -r``; two: 9.4 s and
-#: 27.0 s. While one thread finishes a request (the reply is out, the Python frames unwind),
-#: the other is already waiting in the kernel for the next.
-SERVING_THREADS = 2
 
 
 # --- Python side -------------------------------------------------------------------------------
@@ -299,8 +282,8 @@ class Filesystem:
 
     The defaults answer ``ENOSYS`` (the kernel then stops sending ``open``/``opendir`` for
     the whole connection, which is how a filesystem says it needs no file handles).
-    Handlers run one at a time, in the order the kernel sent the requests, in the
-    :data:`SERVING_THREADS` threads of :meth:`Session.loop`.
+    Handlers run one at a time, in the order the kernel sent the requests, in the thread
+    that runs :meth:`Session.loop`.
     """
 
     def errno_for(self, exc: Exception) -> int:
@@ -472,9 +455,6 @@ class Session:
         self.fs = fs
         self.mountpoint = mountpoint
         self._ending = threading.Lock()  # exit() never touches a session being destroyed
-        self._receiving = threading.Lock()  # the thread that reads the next request holds it
-        self._serving = threading.Lock()  # the thread that answers a request holds it
-        self._wake_up, self._woken = os.pipe()  # written by exit(): every serving thread ends
         self._entry = EntryParam()  # reply buffers (the handlers run one at a time)
         self._stat = Stat()
         self._callbacks = self._make_callbacks()
@@ -492,68 +472,32 @@ class Session:
             raise OSError(errno.EIO, f"could not mount at {mountpoint} (see the messages above)")
 
     def loop(self) -> None:
-        """Serve requests until the filesystem is unmounted (or :meth:`exit`); then release
-        the session."""
-        os.set_blocking(_lib.fuse_session_fd(self._se), False)
-        helpers = [threading.Thread(target=self._serve, name=f"wafs-fuse-{number}", daemon=True)
-                   for number in range(1, SERVING_THREADS)]
+        """Serve requests until the filesystem is unmounted; then release the session.
+
+        One thread reads and answers every request, in the order the kernel sent them: a
+        ``close`` is committed before the ``open`` that came after it. (libfuse's worker
+        threads, two taking turns, made a cold ``find`` 20% faster, but a request waits for
+        the interpreter lock before its handler runs, and that reordered them: measured, a
+        ``close`` committed after the next command's ``open``.)"""
         try:
-            for helper in helpers:
-                helper.start()
-            self._serve()
+            result = _lib.fuse_session_loop(self._se)
+            if result not in (0,) and result != -errno.ENODEV:
+                log.warning("the FUSE loop ended with %s", os.strerror(-result) if result < 0 else result)
         finally:
-            self.exit()
-            for helper in helpers:
-                helper.join()
             with self._ending:
                 # No notification from here on: unmounting closes the device (its number may be
                 # reused at once), and destroying commits what is still open.
                 se, self._se = self._se, None
                 _lib.fuse_session_unmount(se)
                 _lib.fuse_session_destroy(se)
-                os.close(self._wake_up)
-                os.close(self._woken)
-
-    def _serve(self) -> None:
-        """Read requests and answer them in turn with the other serving threads: a thread
-        takes its turn to answer before it lets the next one read, so requests are answered
-        one at a time, in the order the kernel sent them (a ``close`` is committed before the
-        ``open`` that came after it), while the next request is already being read."""
-        se = self._se
-        poller = select.poll()
-        poller.register(_lib.fuse_session_fd(se), select.POLLIN)
-        poller.register(self._wake_up, select.POLLIN)
-        buffer = FuseBuf()
-        try:
-            while True:
-                with self._receiving:
-                    if _lib.fuse_session_exited(se):
-                        return
-                    if any(fd == self._wake_up for fd, _ in poller.poll()):
-                        return
-                    received = _lib.fuse_session_receive_buf(se, ctypes.byref(buffer))
-                    if received in (-errno.EAGAIN, -errno.EINTR):
-                        continue  # another thread took it, or its sender gave up on it
-                    if received <= 0:  # 0: unmounted, or the connection was aborted
-                        if received < 0:
-                            log.warning("the FUSE loop ended: %s", os.strerror(-received))
-                        _lib.fuse_session_exit(se)
-                        return
-                    self._serving.acquire()
-                try:
-                    _lib.fuse_session_process_buf(se, ctypes.byref(buffer))
-                finally:
-                    self._serving.release()
-        finally:
-            _free(buffer.mem)
 
     def exit(self) -> None:
         """Make :meth:`loop` return, even while files are open, once it has answered the request
-        it is serving (call from another thread; after the loop has ended this does nothing)."""
+        it is serving or the next one it reads (call from another thread; after the loop has
+        ended this does nothing)."""
         with self._ending:
             if self._se is not None:
                 _lib.fuse_session_exit(self._se)
-                os.write(self._woken, b"x")
 
     # --- telling the kernel what changed (from any thread but the serving one) ---------------
 

@@ -29,7 +29,7 @@ class Handle:
     page_cached: bool = False  # the kernel may serve this open's reads from its page cache
     pending: bytearray | None = None  # a writer's new content (or appended bytes)
     dirty: bool = False
-    written: bool = False  # written or truncated since the open (the open's own O_TRUNC is not)
+    written: bool = False  # written or truncated through this open (its own O_TRUNC is not)
     created: bool = False  # the key did not exist before this open made it
     refused: bool = False  # a commit was refused (not UTF-8): nothing more is written
     extended: Value | None = field(default=None)  # a newer value that extends ``base`` (appends)
@@ -55,7 +55,8 @@ class Handle:
             self.pending[offset:offset + len(data)] = data
         self.dirty = self.written = True
 
-    def truncate(self, length: int) -> None:
+    def truncate(self, length: int, written: bool = True) -> None:
+        """``written``: a truncation of this open's own (not one that came with the open)."""
         assert self.pending is not None
         if self.append:  # truncating an O_APPEND file: it is a plain write from here on
             self.pending = bytearray(self.base.data) + self.pending
@@ -64,7 +65,8 @@ class Handle:
             del self.pending[length:]
         else:
             self.pending.extend(bytes(length - len(self.pending)))
-        self.dirty = self.written = True
+        self.dirty = True
+        self.written = self.written or written
 
     def follow(self, value: Value) -> None:
         """The value changed in the store; a reader keeps seeing it if it only grew."""

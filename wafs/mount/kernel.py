@@ -2,7 +2,7 @@
 
 Dropping an entry or cached pages makes the kernel take the directory's or the pages'
 locks; a process may hold them while it waits for the daemon to answer a request, so the
-serving threads must never wait for such a call. They are queued here and sent by one
+serving thread must never wait for such a call. They are queued here and sent by one
 thread, in order. Attributes alone can be dropped from any thread at once
 (:meth:`KernelCache.forget_attributes`): the kernel takes no lock for that.
 """

@@ -61,6 +61,7 @@ ERRNO: tuple[tuple[type[Exception], int], ...] = (
     (BackendError, errno.EIO),
 )
 
+FUSE_CAP_ATOMIC_O_TRUNC = 1 << 3
 FUSE_CAP_AUTO_INVAL_DATA = 1 << 12
 FUSE_CAP_WRITEBACK_CACHE = 1 << 16
 
@@ -118,6 +119,7 @@ class Operations(fuse.Filesystem):
         self._mtimes: dict[str, int] = {}  # keys whose value the daemon saw change: when
         self._listings: dict[int, list[tuple[str, bool]]] = {}  # directory streams being read
         self._watch: Watch | None = None
+        self._outside_reads: dict[str, bool] = {}  # keys the feed's thread is reading: True once written here
         self.on_ready: Callable[[], None] = lambda: None
         self.left_undone: list[str] = []  # what destroy() could not do: files unwritten, sweeps given up
         self.tree.on_listed = self._reconcile
@@ -149,7 +151,11 @@ class Operations(fuse.Filesystem):
 
     def init(self, conn: fuse.ConnInfo) -> None:
         conn.want |= (fuse.FUSE_CAP_READDIRPLUS | FUSE_CAP_AUTO_INVAL_DATA) & conn.capable
-        conn.want &= ~(fuse.FUSE_CAP_READDIRPLUS_AUTO | FUSE_CAP_WRITEBACK_CACHE)
+        # Without atomic O_TRUNC the kernel truncates with a SETATTR whose reply gives the size
+        # it keeps: the committed one. With it, the kernel sets the file's size to 0 itself
+        # when a writer opens, and a reader of the kernel's pages of the value meanwhile reads
+        # nothing (measured: ``cp -a`` copied an empty file while a shell rewrote it).
+        conn.want &= ~(fuse.FUSE_CAP_READDIRPLUS_AUTO | FUSE_CAP_WRITEBACK_CACHE | FUSE_CAP_ATOMIC_O_TRUNC)
         self.on_ready()
 
     def destroy(self) -> None:
@@ -233,6 +239,10 @@ class Operations(fuse.Filesystem):
     def _writing(self, inode: Inode) -> bool:
         return any(handle.dirty for handle in self.handles.of(inode))
 
+    def _being_created(self, inode: Inode) -> bool:
+        """An open made this file and has not committed it yet: the store does not have it."""
+        return any(handle.created for handle in self.handles.of(inode))
+
     def _known(self, path: str, is_dir: bool) -> Inode | None:
         """The current inode of ``path`` if the kernel holds it (and every directory above)."""
         node = self.inodes.root
@@ -270,7 +280,8 @@ class Operations(fuse.Filesystem):
             if inode is None:
                 return value
             if value is None:
-                self._remove(inode, old)
+                if not self._being_created(inode):
+                    self._remove(inode, old)
                 return None
             if inode.digest is None:  # nothing of it was read yet: it takes this version
                 if inode.size != len(value.data):
@@ -536,18 +547,17 @@ class Operations(fuse.Filesystem):
         if inode.removed:
             raise FuseError(errno.ENOENT)
         key = inode.key
-        if flags & os.O_TRUNC:
-            base = _EMPTY
+        if self._being_created(inode):
+            base = _EMPTY  # empty until its creator commits it, as on a disk
         else:
             current = self._current(key, inode.path)
             if current is None:
                 raise FuseError(errno.ENOENT)
             base = current
         with self.lock:
-            if writable or flags & os.O_TRUNC:
+            if writable:  # O_TRUNC comes next, as a truncation (no atomic O_TRUNC: see init)
                 handle = Handle(inode, base, writable=True, append=bool(flags & os.O_APPEND))
                 handle.pending = bytearray() if handle.append else bytearray(base.data)
-                handle.dirty = bool(flags & os.O_TRUNC)
                 return Opened(self.handles.add(handle), direct_io=True)
             same = inode.current and inode.digest in (None, base.digest) and inode.size == len(base.data)
             if same:
@@ -689,6 +699,7 @@ class Operations(fuse.Filesystem):
     def _store(self, key: str, text: str, data: bytes) -> None:
         """Write ``key`` and record it: the tree, the cache, and the kernel's view of its inode."""
         self.sweeper.flush_covering(key)
+        self._overtake(key)
         self.engine.set(key, text)
         self.tree.put(key, len(data))
         self.observe(key, data)
@@ -707,10 +718,13 @@ class Operations(fuse.Filesystem):
             raise FuseError(errno.ENOENT)
         with self.lock:
             handle = self.handles.get(fh) if fh else None
-            writers = [handle] if handle is not None and handle.writable else [
+            own = handle is not None and handle.writable
+            # Without a handle: another process's truncate, or the O_TRUNC of an open (the
+            # kernel sends none with it), which its writer commits with what it writes.
+            writers = [handle] if handle is not None and own else [
                 h for h in self.handles.of(inode) if h.writable]
             for writer in writers:
-                writer.truncate(length)
+                writer.truncate(length, written=own)
             if writers:
                 return
         current = self._current(inode.key, inode.path)
@@ -748,6 +762,7 @@ class Operations(fuse.Filesystem):
         if isinstance(found, Directory):
             raise FuseError(errno.EISDIR)
         key = _key_of(path)
+        self._overtake(key)
         self.engine.delete(key)
         with self.lock:
             inode = self.inodes.find(directory, text, is_dir=False)
@@ -826,12 +841,14 @@ class Operations(fuse.Filesystem):
         data = current.data if current is not None else b""
         if flags & fuse.RENAME_NOREPLACE:
             self.sweeper.flush_covering(new_key)
+            self._overtake(new_key)
             if not self.engine.add(new_key, data.decode("utf-8")):
                 raise FuseError(errno.EEXIST)  # the store has it, whoever wrote it
             self.tree.put(new_key, len(data))
             self.observe(new_key, data)
         else:
             self._store(new_key, data.decode("utf-8"), data)
+        self._overtake(old_key)
         self.engine.delete(old_key)
         with self.lock:
             replaced = self.inodes.find(target_dir, new_text, is_dir=False)
@@ -868,10 +885,30 @@ class Operations(fuse.Filesystem):
                 self.cache.drop(key)
                 self._mtimes[key] = time.time_ns()
         if known is not None:
-            value = self.engine.get(key)
-            self.observe(key, None if value is None else value.encode("utf-8"))
+            self._observe_outside(key)
         if not existed:
             self._names_appeared(key)
+
+    def _observe_outside(self, key: str) -> None:
+        """Read ``key`` for the change feed and record it, unless the mount wrote it meanwhile:
+        what the mount wrote is newer (and its own event follows)."""
+        with self.lock:
+            self._outside_reads[key] = False
+        try:
+            value = self.engine.get(key)
+        except BaseException:
+            with self.lock:
+                del self._outside_reads[key]
+            raise
+        with self.lock:
+            if not self._outside_reads.pop(key):
+                self.observe(key, None if value is None else value.encode("utf-8"))
+
+    def _overtake(self, key: str) -> None:
+        """The mount writes ``key`` now: a read of it the change feed has under way is older."""
+        with self.lock:
+            if key in self._outside_reads:
+                self._outside_reads[key] = True
 
     def _names_appeared(self, key: str) -> None:
         """Drop the negative entries and listings the kernel may hold for ``key`` and the

@@ -485,11 +485,14 @@ class Tree:
         return found if isinstance(found, int) and found >= 0 else 0
 
     def _record_sizes(self, sizes: dict[str, int | None]) -> None:
-        """Sizes just read from the store (None: the key is gone); a rebuild meanwhile keeps them."""
+        """Sizes just read from the store (None: the key is gone, unless it is being created
+        through the mount); a rebuild meanwhile keeps them."""
         with self.lock:
             journal = self._journal
             parents: dict[str, Directory | None] = {}
             for key, size in sizes.items():
+                if size is None and key in self._held:
+                    continue
                 parent_path, _, name = key.rpartition(SEPARATOR)
                 parent = parents.get(parent_path, _MISSING)
                 if parent is _MISSING:
