@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import mmap
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -26,7 +28,8 @@ import pytest
 from wafs import Engine, FileEngine
 from wafs.engines.redis import RedisEngine
 
-from .mounting import mounted, sh
+from .mounting import daemon_mounted, mounted, sh
+from .servers import RedisServer
 
 TTL = 0.5
 #: How long a change by the other client may take to show: one event, or the TTL plus the
@@ -513,3 +516,67 @@ def test_a_name_the_file_engine_cannot_store_fails_at_open(tmp_path: Path) -> No
         assert sorted(engine.iter_keys("")) == ["d/k"]
     finally:
         engine.close()
+
+
+# --- pages the kernel is given ahead of its reads -------------------------------------------
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def in_page_cache(path: Path) -> bool:
+    """Whether the kernel holds the first page of ``path`` (``mincore``: no request is sent)."""
+    with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_COPY) as mapped:
+        start = ctypes.c_char.from_buffer(mapped)
+        vector = ctypes.c_ubyte()
+        address = ctypes.c_void_p(ctypes.addressof(start))
+        result = _libc.mincore(address, ctypes.c_size_t(1), ctypes.byref(vector))
+        del start
+        assert result == 0, os.strerror(ctypes.get_errno())
+        return bool(vector.value & 1)
+
+
+SIBLINGS = {"m/1/index": "i" * 10, "m/1/raw": "r" * 5000, "m/1/content": "c" * 7}
+
+
+def test_a_read_gives_the_kernel_the_files_next_to_it(redis_server: RedisServer, tmp_path: Path) -> None:
+    """After one file of a directory was read, ``grep -r``'s next ones are in the kernel's pages
+    (read-only mount, change feed): they read back while the daemon is stopped.
+
+    The daemon runs in a process of its own: a page fault in the process serving the mount
+    would wait for itself."""
+    prefix = f"wa:fill{next(_prefixes)}:{os.getpid()}"
+    query = urllib.parse.urlencode({"prefix": prefix, "notifications": "enable"})
+    url = f"{redis_server.url}?{query}"
+    other = RedisEngine.from_url(url)
+    try:
+        other.set_many(SIBLINGS)
+        mnt = tmp_path / "mnt"
+        with daemon_mounted(mnt, url, "--read-only") as pid:
+            first, *rest = os.listdir(mnt / "m" / "1")  # a tree walk's order
+            assert sorted([first, *rest]) == ["content", "index", "raw"]
+            assert read(mnt / "m" / "1" / first) == SIBLINGS[f"m/1/{first}"].encode()
+            others = [mnt / "m" / "1" / name for name in rest]
+            eventually("the siblings in the kernel's pages", lambda: all(map(in_page_cache, others)))
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                done = subprocess.run(["cat", *map(str, others)], capture_output=True, timeout=5, check=False)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            assert done.returncode == 0, done.stderr
+            assert done.stdout == "".join(SIBLINGS[f"m/1/{name}"] for name in rest).encode()
+    finally:
+        other.close()
+
+
+def test_a_file_given_to_the_kernel_ahead_shows_the_bots_change(ro_mount: Mount) -> None:
+    """A sibling's pages given with its first version are dropped when the bot rewrites it."""
+    ro_mount.other.set_many(SIBLINGS)
+    directory = ro_mount.p("m/1")
+    eventually("the listing", lambda: sorted(os.listdir(directory)) == ["content", "index", "raw"])
+    first = os.listdir(directory)[0]
+    assert read(directory / first) == SIBLINGS[f"m/1/{first}"].encode()
+    ro_mount.other.set("m/1/raw", "R" * 5000)  # same size
+    eventually("the new value", lambda: read(directory / "raw") == b"R" * 5000)
+    ro_mount.other.set("m/1/content", "c" * 7 + "+")  # grown
+    eventually("the grown value", lambda: read(directory / "content") == b"c" * 7 + b"+")

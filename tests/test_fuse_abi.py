@@ -46,6 +46,12 @@ int main(void) {
     SHOW("ops.create", offsetof(struct fuse_lowlevel_ops, create));
     SHOW("ops.forget_multi", offsetof(struct fuse_lowlevel_ops, forget_multi));
     SHOW("ops.readdirplus", offsetof(struct fuse_lowlevel_ops, readdirplus));
+    SHOW("buf", sizeof(struct fuse_buf));
+    SHOW("buf.mem", offsetof(struct fuse_buf, mem));
+    SHOW("buf.fd", offsetof(struct fuse_buf, fd));
+    SHOW("buf.pos", offsetof(struct fuse_buf, pos));
+    SHOW("bufvec", sizeof(struct fuse_bufvec));
+    SHOW("bufvec.buf", offsetof(struct fuse_bufvec, buf));
     struct fuse_file_info fi = {0};
     fi.direct_io = 1; fi.keep_cache = 1; fi.noflush = 1;
     SHOW("file_info.bits", *(unsigned *)((char *)&fi + sizeof(int)));
@@ -94,6 +100,12 @@ def test_the_binding_matches_libfuse_headers(tmp_path: Path) -> None:
         "ops.create": fuse.LowLevelOps.create.offset,
         "ops.forget_multi": fuse.LowLevelOps.forget_multi.offset,
         "ops.readdirplus": fuse.LowLevelOps.readdirplus.offset,
+        "buf": ctypes.sizeof(fuse.Buf),
+        "buf.mem": fuse.Buf.mem.offset,
+        "buf.fd": fuse.Buf.fd.offset,
+        "buf.pos": fuse.Buf.pos.offset,
+        "bufvec": ctypes.sizeof(fuse.BufVec),
+        "bufvec.buf": fuse.BufVec.buf.offset,
         "file_info.bits": bits,
     }
     assert ours == _from_c(tmp_path)

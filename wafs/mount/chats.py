@@ -529,7 +529,7 @@ class ChatsOperations(fuse.Filesystem):
                     directory.mtime_ns = max(directory.mtime_ns, message_ns, now)
 
         self.kernel.after(moved)
-        self.kernel.forget_listing(directory.ino)
+        self.kernel.forget_contents(directory.ino)
 
     # --- following the store ------------------------------------------------------------------
 

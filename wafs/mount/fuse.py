@@ -3,7 +3,8 @@
 The kernel speaks in inode numbers; this module turns each request into a call of a
 :class:`Filesystem` method with Python values and sends back what it returns (or the errno
 of the :class:`FuseError` it raises). It also carries the calls the daemon uses to tell the
-kernel what changed (:class:`Session.invalidate_inode`, :class:`Session.invalidate_entry`).
+kernel what changed (:class:`Session.invalidate_inode`, :class:`Session.invalidate_entry`)
+or what it may read without asking (:class:`Session.store`).
 
 Only ``libfuse3.so.3`` is needed at run time (Debian's ``libfuse3-3``, pulled in by
 ``fuse3``); no compiler, no headers. The structure layouts are those of libfuse 3.x on
@@ -162,6 +163,16 @@ class LowLevelOps(ctypes.Structure):
     _fields_ = [(name, kind if kind is not None else ctypes.c_void_p) for name, kind in _OPS]
 
 
+class Buf(ctypes.Structure):
+    _fields_ = [("size", ctypes.c_size_t), ("flags", ctypes.c_int), ("mem", ctypes.c_void_p),
+                ("fd", ctypes.c_int), ("pos", c_off)]
+
+
+class BufVec(ctypes.Structure):
+    _fields_ = [("count", ctypes.c_size_t), ("idx", ctypes.c_size_t), ("off", ctypes.c_size_t),
+                ("buf", Buf * 1)]
+
+
 def _load() -> ctypes.CDLL:
     name = os.environ.get("WAFS_LIBFUSE") or ctypes.util.find_library("fuse3") or "libfuse3.so.3"
     try:
@@ -186,6 +197,8 @@ def _load() -> ctypes.CDLL:
         "fuse_reply_buf": (ctypes.c_int, [c_req, ctypes.c_char_p, ctypes.c_size_t]),
         "fuse_reply_statfs": (ctypes.c_int, [c_req, ctypes.POINTER(StatVfs)]),
         "fuse_lowlevel_notify_inval_inode": (ctypes.c_int, [ctypes.c_void_p, c_ino, c_off, c_off]),
+        "fuse_lowlevel_notify_store": (ctypes.c_int, [ctypes.c_void_p, c_ino, c_off, ctypes.POINTER(BufVec),
+                                                      ctypes.c_int]),
         "fuse_lowlevel_notify_inval_entry": (ctypes.c_int, [ctypes.c_void_p, c_ino, ctypes.c_char_p,
                                                             ctypes.c_size_t]),
     }
@@ -518,6 +531,18 @@ class Session:
             return True
         result = _lib.fuse_lowlevel_notify_inval_entry(se, parent, name, len(name))
         return self._notified(result, "entry", parent)
+
+    def store(self, ino: int, data: bytes) -> bool:
+        """Put ``data`` in the kernel's cached pages of file ``ino`` from offset 0, as if it had
+        read them. Waits for those pages' locks. False when the kernel holds no such inode."""
+        se = self._se
+        if se is None:
+            return True
+        vector = BufVec(1, 0, 0)
+        vector.buf[0].size = len(data)
+        vector.buf[0].mem = ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p)
+        result = _lib.fuse_lowlevel_notify_store(se, ino, 0, ctypes.byref(vector), 0)
+        return self._notified(result, "pages", ino)
 
     @staticmethod
     def _notified(result: int, what: str, ino: int) -> bool:

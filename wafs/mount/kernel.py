@@ -23,6 +23,8 @@ class Notifier(Protocol):
 
     def invalidate_entry(self, parent: int, name: bytes) -> bool: ...
 
+    def store(self, ino: int, data: bytes) -> bool: ...
+
 
 _Call = Callable[[], None] | None
 _STOP: tuple[str, int, bytes, _Call] = ("stop", 0, b"", None)
@@ -58,13 +60,28 @@ class KernelCache:
         session = self._session
         return session is None or session.invalidate_inode(ino, -1, 0)
 
-    def forget_listing(self, ino: int) -> None:
-        """The kernel lists directory ``ino`` again (and asks for its attributes)."""
+    def forget_contents(self, ino: int) -> None:
+        """The kernel lists directory ``ino`` again, or reads file ``ino``'s pages again (and
+        asks for its attributes)."""
         self._queue.put(("inode", ino, b"", None))
 
     def forget_entry(self, parent: int, name: str) -> None:
         """The kernel looks ``name`` up in directory ``parent`` again (drops a negative entry too)."""
         self._queue.put(("entry", parent, name.encode("utf-8", "surrogateescape"), None))
+
+    def fill_pages(self, ino: int, data: bytes, wanted: Callable[[], bool], done: Callable[[], None]) -> None:
+        """Put ``data`` in the kernel's cached pages of file ``ino``, so that reading it sends no
+        request, if ``wanted()`` still holds when its turn comes; then call ``done()``. (A store
+        waits for the pages' locks, which a reader holds while its READ waits for the serving
+        thread: only this thread may wait for them.)"""
+        def fill() -> None:
+            try:
+                session = self._session
+                if session is not None and wanted():
+                    session.store(ino, data)
+            finally:
+                done()
+        self.after(fill)
 
     def after(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` in the notifying thread once what was queued before went out."""

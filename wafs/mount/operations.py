@@ -19,6 +19,8 @@ kernel exactly what to drop (:mod:`wafs.mount.kernel`). Two modes:
 from __future__ import annotations
 
 import errno
+import functools
+import itertools
 import logging
 import math
 import os
@@ -68,6 +70,11 @@ FUSE_CAP_WRITEBACK_CACHE = 1 << 16
 #: Files of one directory read together on the first read in it (bulk engines only).
 PREFETCH_KEYS = 256
 PREFETCH_BYTES = 4 << 20
+#: A read on a read-only mount gives the kernel the pages of up to this many files next to
+#: it (values the daemon holds, each at most FILL_MAX_BYTES): a tree walk reads them without
+#: a request.
+FILL_SIBLINGS = 32
+FILL_MAX_BYTES = 64 << 10
 UNKNOWN_SIZE_GUESS = 16 << 10
 _EMPTY = Value(b"", digest(b""), 0.0)
 
@@ -119,6 +126,7 @@ class Operations(fuse.Filesystem):
         self._mtimes: dict[str, int] = {}  # keys whose value the daemon saw change: when
         self._listings: dict[int, list[tuple[str, bool]]] = {}  # directory streams being read
         self._watch: Watch | None = None
+        self._filled: dict[int, bool] = {}  # files whose pages the kernel was given: True while queued
         self._outside_reads: dict[str, bool] = {}  # keys the feed's thread is reading: True once written here
         self.on_ready: Callable[[], None] = lambda: None
         self.left_undone: list[str] = []  # what destroy() could not do: files unwritten, sweeps given up
@@ -305,6 +313,42 @@ class Operations(fuse.Filesystem):
         inode.size, inode.digest, inode.mtime_ns = len(value.data), value.digest, now
         self._mtimes[inode.key] = now
         inode.unsure = not self.kernel.forget_attributes(inode.ino)
+        self._unfill(inode.ino)
+
+    def _unfill(self, ino: int) -> None:
+        """``ino``'s pages given to the kernel are no longer its version: a store still queued
+        is followed by dropping them (the attributes were dropped at once, before it)."""
+        if self._filled.pop(ino, False):
+            self.kernel.forget_contents(ino)
+
+    def _fill_siblings(self, inode: Inode) -> None:
+        """Give the kernel the pages of files next to ``inode`` that it holds, whose values the
+        daemon has (read ahead with this one): a tree walk then reads them with no request."""
+        parent = inode.parent
+        if parent is None or not parent.children:
+            return
+        for sibling in itertools.islice(parent.children.values(), 2 * FILL_SIBLINGS):
+            if sibling.is_dir or sibling is inode or sibling.ino in self._filled or not sibling.lookups:
+                continue
+            value = self.cache.fresh(sibling.key)
+            if (value is None or not 0 < len(value.data) <= FILL_MAX_BYTES or sibling.unsure
+                    or sibling.size != len(value.data) or sibling.digest not in (None, value.digest)):
+                continue
+            sibling.digest = value.digest
+            self._filled[sibling.ino] = True
+            wanted = functools.partial(self._fills, sibling, value.digest)
+            done = functools.partial(self._filled_out, sibling.ino)
+            self.kernel.fill_pages(sibling.ino, value.data, wanted, done)
+
+    def _fills(self, inode: Inode, version: int) -> bool:
+        with self.lock:
+            return (self._filled.get(inode.ino, False) and self.inodes.get(inode.ino) is inode
+                    and inode.current and inode.digest == version)
+
+    def _filled_out(self, ino: int) -> None:
+        with self.lock:
+            if self._filled.get(ino, False):
+                self._filled[ino] = False
 
     def _pages_held(self, inode: Inode) -> bool:
         """True when a reader may hold the kernel's pages of ``inode``'s old version.
@@ -326,7 +370,7 @@ class Operations(fuse.Filesystem):
         writers still holding it commit nothing (as on a disk)."""
         self._replace(inode, old)
         if inode.parent is not None:
-            self.kernel.forget_listing(inode.parent.ino)
+            self.kernel.forget_contents(inode.parent.ino)
         inode.removed = True
 
     def _verify(self, inode: Inode) -> None:
@@ -346,7 +390,7 @@ class Operations(fuse.Filesystem):
                 self.observe(key, None if value is None else value.encode("utf-8"))
         for inode in directories:
             self.kernel.forget_attributes(inode.ino)
-            self.kernel.forget_listing(inode.ino)
+            self.kernel.forget_contents(inode.ino)
 
     def _read(self, keys: list[str], path: str) -> dict[str, Value | None]:
         """Read ``keys`` from the store, and the files a tree walk reads next, in one call."""
@@ -421,7 +465,11 @@ class Operations(fuse.Filesystem):
 
     def forget(self, forgets: list[tuple[int, int]]) -> None:
         with self.lock:
+            filled = {ino: self.inodes.get(ino) for ino, _ in forgets if ino in self._filled}
             self.inodes.forget_many(forgets)
+            for ino, inode in filled.items():
+                if self.inodes.get(ino) is not inode:
+                    self._unfill(ino)
 
     def getattr(self, ino: int, fh: int | None) -> tuple[Attributes, float]:
         with self.lock:
@@ -578,6 +626,7 @@ class Operations(fuse.Filesystem):
                     if value is None:
                         raise FuseError(errno.ENOENT)
                     inode.digest = value.digest
+                    self._fill_siblings(inode)
                     return value.data[offset:offset + size]
         if inode.data is None:
             raise FuseError(errno.ESTALE)  # changed in the store, and its old bytes are gone
@@ -920,7 +969,7 @@ class Operations(fuse.Filesystem):
                 if parent is None:
                     return
                 self.kernel.forget_entry(parent.ino, name)
-                self.kernel.forget_listing(parent.ino)
+                self.kernel.forget_contents(parent.ino)
                 path = _join(path, name)
 
     def _names_vanished(self, key: str) -> None:
@@ -932,7 +981,7 @@ class Operations(fuse.Filesystem):
                 parent_path = path.rpartition(SEPARATOR)[0]
                 parent = self._known(parent_path, is_dir=True)
                 if parent is not None:
-                    self.kernel.forget_listing(parent.ino)
+                    self.kernel.forget_contents(parent.ino)
                 if parent_path == "" or self.tree.lookup_cached(parent_path) is not None:
                     return
                 if parent is not None:  # the directory went with its last key
