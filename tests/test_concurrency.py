@@ -569,14 +569,58 @@ def test_a_read_gives_the_kernel_the_files_next_to_it(redis_server: RedisServer,
         other.close()
 
 
-def test_a_file_given_to_the_kernel_ahead_shows_the_bots_change(ro_mount: Mount) -> None:
-    """A sibling's pages given with its first version are dropped when the bot rewrites it."""
-    ro_mount.other.set_many(SIBLINGS)
-    directory = ro_mount.p("m/1")
+def test_a_read_on_a_writable_mount_gives_the_kernel_the_files_next_to_it(feed_mount: Mount) -> None:
+    """The same on a writable mount: the siblings' pages are there before they are opened
+    (and their opens keep them), and read back whole. (Redis: a FileEngine reads no
+    neighbours ahead.)"""
+    feed_mount.other.set_many(SIBLINGS)
+    directory = feed_mount.p("m/1")
+    eventually("the listing", lambda: sorted(os.listdir(directory)) == ["content", "index", "raw"])
+    first, *rest = os.listdir(directory)
+    assert read(directory / first) == SIBLINGS[f"m/1/{first}"].encode()
+    others = [directory / name for name in rest]
+    eventually("the siblings in the kernel's pages", lambda: all(map(in_page_cache, others)))
+    for name in rest:
+        assert read(directory / name) == SIBLINGS[f"m/1/{name}"].encode()
+
+
+def test_a_file_being_written_is_given_to_the_kernel_as_committed(feed_mount: Mount) -> None:
+    """A sibling that a writer holds open reads, from the kernel's pages, what was committed
+    (never the writer's bytes), and after its close what the writer wrote (Redis)."""
+    feed_mount.other.set_many(SIBLINGS)
+    directory = feed_mount.p("m/1")
+    eventually("the listing", lambda: sorted(os.listdir(directory)) == ["content", "index", "raw"])
+    first, *rest = os.listdir(directory)
+    written = directory / rest[0]
+    with open(written, "r+b") as writer:
+        writer.write(b"W")
+        writer.flush()
+        assert read(directory / first) == SIBLINGS[f"m/1/{first}"].encode()
+        others = [directory / name for name in rest]
+        eventually("the siblings in the kernel's pages", lambda: all(map(in_page_cache, others)))
+        assert read(written) == SIBLINGS[f"m/1/{rest[0]}"].encode()
+    expected = ("W" + SIBLINGS[f"m/1/{rest[0]}"][1:]).encode()
+    assert feed_mount.other.get(f"m/1/{rest[0]}") == expected.decode()
+    assert read(written) == expected
+
+
+def _shows_the_bots_change(mount: Mount) -> None:
+    mount.other.set_many(SIBLINGS)
+    directory = mount.p("m/1")
     eventually("the listing", lambda: sorted(os.listdir(directory)) == ["content", "index", "raw"])
     first = os.listdir(directory)[0]
     assert read(directory / first) == SIBLINGS[f"m/1/{first}"].encode()
-    ro_mount.other.set("m/1/raw", "R" * 5000)  # same size
+    mount.other.set("m/1/raw", "R" * 5000)  # same size
     eventually("the new value", lambda: read(directory / "raw") == b"R" * 5000)
-    ro_mount.other.set("m/1/content", "c" * 7 + "+")  # grown
+    mount.other.set("m/1/content", "c" * 7 + "+")  # grown
     eventually("the grown value", lambda: read(directory / "content") == b"c" * 7 + b"+")
+
+
+def test_a_file_given_to_the_kernel_ahead_shows_the_bots_change(ro_mount: Mount) -> None:
+    """A sibling's pages given with its first version are dropped when the bot rewrites it."""
+    _shows_the_bots_change(ro_mount)
+
+
+def test_a_file_given_to_the_kernel_ahead_shows_the_bots_change_on_a_writable_mount(mount: Mount) -> None:
+    """The same on a writable mount, where the next open decides whether the pages are kept."""
+    _shows_the_bots_change(mount)

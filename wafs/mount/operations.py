@@ -70,9 +70,8 @@ FUSE_CAP_WRITEBACK_CACHE = 1 << 16
 #: Files of one directory read together on the first read in it (bulk engines only).
 PREFETCH_KEYS = 256
 PREFETCH_BYTES = 4 << 20
-#: A read on a read-only mount gives the kernel the pages of up to this many files next to
-#: it (values the daemon holds, each at most FILL_MAX_BYTES): a tree walk reads them without
-#: a request.
+#: A read gives the kernel the pages of files next to it among this many (values the daemon
+#: holds, each at most FILL_MAX_BYTES): a tree walk reads them without a READ.
 FILL_SIBLINGS = 32
 FILL_MAX_BYTES = 64 << 10
 UNKNOWN_SIZE_GUESS = 16 << 10
@@ -616,7 +615,9 @@ class Operations(fuse.Filesystem):
     def read(self, ino: int, size: int, offset: int, fh: int) -> bytes:
         if not self.read_only:
             with self.lock:
-                return bytes(self._handle(fh).content()[offset:offset + size])
+                handle = self._handle(fh)
+                self._fill_siblings(handle.inode)
+                return bytes(handle.content()[offset:offset + size])
         inode = self._inode(ino)
         if inode.current:
             path = inode.path
