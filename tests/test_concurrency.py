@@ -569,6 +569,36 @@ def test_a_read_gives_the_kernel_the_files_next_to_it(redis_server: RedisServer,
         other.close()
 
 
+NEXT_DIRECTORY = {"m/2/index": "j" * 12, "m/2/raw": "s" * 3000, "m/2/content": "d" * 9}
+
+
+@pytest.mark.parametrize("options", [("--read-only",), ()], ids=["read-only", "writable"])
+def test_a_listing_gives_the_kernel_the_files_read_ahead(
+        redis_server: RedisServer, tmp_path: Path, options: tuple[str, ...]) -> None:
+    """Files whose values came with an earlier read (the read-ahead crosses directories) are in
+    the kernel's pages once their directory is listed, before anything reads them."""
+    prefix = f"wa:list{next(_prefixes)}:{os.getpid()}"
+    query = urllib.parse.urlencode({"prefix": prefix, "notifications": "enable"})
+    url = f"{redis_server.url}?{query}"
+    other = RedisEngine.from_url(url)
+    try:
+        values = {**SIBLINGS, **NEXT_DIRECTORY}
+        other.set_many(values)
+        mnt = tmp_path / "mnt"
+        with daemon_mounted(mnt, url, *options):
+            read_first, listed_next = os.listdir(mnt / "m")  # a tree walk's order
+            first = os.listdir(mnt / "m" / read_first)[0]
+            assert read(mnt / "m" / read_first / first) == values[f"m/{read_first}/{first}"].encode()
+            names = os.listdir(mnt / "m" / listed_next)
+            assert sorted(names) == ["content", "index", "raw"]
+            files = [mnt / "m" / listed_next / name for name in names]
+            eventually("the listed files in the kernel's pages", lambda: all(map(in_page_cache, files)))
+            for name in names:
+                assert read(mnt / "m" / listed_next / name) == values[f"m/{listed_next}/{name}"].encode()
+    finally:
+        other.close()
+
+
 def test_a_read_on_a_writable_mount_gives_the_kernel_the_files_next_to_it(feed_mount: Mount) -> None:
     """The same on a writable mount: the siblings' pages are there before they are opened
     (and their opens keep them), and read back whole. (Redis: a FileEngine reads no

@@ -27,7 +27,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from ..engine import Engine, Watch
 from ..errors import (
@@ -70,10 +70,13 @@ FUSE_CAP_WRITEBACK_CACHE = 1 << 16
 #: Files of one directory read together on the first read in it (bulk engines only).
 PREFETCH_KEYS = 256
 PREFETCH_BYTES = 4 << 20
-#: A read gives the kernel the pages of files next to it among this many (values the daemon
-#: holds, each at most FILL_MAX_BYTES): a tree walk reads them without a READ.
-FILL_SIBLINGS = 32
+#: The kernel is given the pages of files it holds whose values the daemon has (read ahead),
+#: each at most FILL_MAX_BYTES: those of a listing when it asks for the next part, and those
+#: next to a file it reads, among this many: a tree walk reads them without a READ.
+FILL_SIBLINGS = 64
 FILL_MAX_BYTES = 64 << 10
+#: Listings whose files' pages wait for the kernel's next request in the directory.
+LISTED_KEPT = 64
 UNKNOWN_SIZE_GUESS = 16 << 10
 _EMPTY = Value(b"", digest(b""), 0.0)
 
@@ -125,6 +128,7 @@ class Operations(fuse.Filesystem):
         self._mtimes: dict[str, int] = {}  # keys whose value the daemon saw change: when
         self._listings: dict[int, list[tuple[str, bool]]] = {}  # directory streams being read
         self._watch: Watch | None = None
+        self._listed: dict[int, list[Inode]] = {}  # the files of a directory's last listing reply
         self._filled: dict[int, bool] = {}  # files whose pages the kernel was given: True while queued
         self._outside_reads: dict[str, bool] = {}  # keys the feed's thread is reading: True once written here
         self.on_ready: Callable[[], None] = lambda: None
@@ -326,18 +330,24 @@ class Operations(fuse.Filesystem):
         parent = inode.parent
         if parent is None or not parent.children:
             return
-        for sibling in itertools.islice(parent.children.values(), 2 * FILL_SIBLINGS):
-            if sibling.is_dir or sibling is inode or sibling.ino in self._filled or not sibling.lookups:
+        siblings = itertools.islice(parent.children.values(), FILL_SIBLINGS)
+        self._fill(sibling for sibling in siblings if sibling is not inode)
+
+    def _fill(self, files: Iterable[Inode]) -> None:
+        """Give the kernel the pages of those of ``files`` that it holds whose values the daemon
+        has and the kernel was not given yet."""
+        for file in files:
+            if file.is_dir or file.ino in self._filled or not file.lookups:
                 continue
-            value = self.cache.fresh(sibling.key)
-            if (value is None or not 0 < len(value.data) <= FILL_MAX_BYTES or sibling.unsure
-                    or sibling.size != len(value.data) or sibling.digest not in (None, value.digest)):
+            value = self.cache.fresh(file.key)
+            if (value is None or not 0 < len(value.data) <= FILL_MAX_BYTES or file.unsure
+                    or file.size != len(value.data) or file.digest not in (None, value.digest)):
                 continue
-            sibling.digest = value.digest
-            self._filled[sibling.ino] = True
-            wanted = functools.partial(self._fills, sibling, value.digest)
-            done = functools.partial(self._filled_out, sibling.ino)
-            self.kernel.fill_pages(sibling.ino, value.data, wanted, done)
+            file.digest = value.digest
+            self._filled[file.ino] = True
+            wanted = functools.partial(self._fills, file, value.digest)
+            done = functools.partial(self._filled_out, file.ino)
+            self.kernel.fill_pages(file.ino, value.data, wanted, done)
 
     def _fills(self, inode: Inode, version: int) -> bool:
         with self.lock:
@@ -491,6 +501,8 @@ class Operations(fuse.Filesystem):
         # The common request of a cold tree walk: packed here in one pass, no object per entry
         # but the inode the kernel will hold.
         directory = self._dir(ino)
+        with self.lock:  # the kernel made the inodes of its last reply before asking again
+            self._fill(self._listed.pop(ino, ()))
         names = self._listings.get(ino) if offset else None
         if names is not None and offset >= len(names) + 2:  # the kernel's last request, past
             del self._listings[ino]  # the end: nothing
@@ -568,6 +580,9 @@ class Operations(fuse.Filesystem):
                 for inode in sent:  # the kernel gets none of them
                     self.inodes.forget(inode.ino, 1)
                 raise
+            self._listed[ino] = [inode for inode in sent if not inode.is_dir]
+            if len(self._listed) > LISTED_KEPT:
+                del self._listed[next(iter(self._listed))]
         return bytes(buffer[:used])
 
     def opendir(self, ino: int) -> Opened:
