@@ -841,13 +841,18 @@ def counts_table(s: Summary) -> list[str]:
                     continue
                 per = SIZES[s.size].wide if op == "ls" else files
                 total = sum(v for k, v in counts.items() if not k.startswith("_"))
-                mix = ", ".join(f"{k} {v / per:.2f}" for k, v in counts.items()
-                                if not k.startswith("_") and v / per >= 0.005)
                 over = f" (trace overrun {counts['_OVERRUN']})" if "_OVERRUN" in counts else ""
-                unit = "entry" if op == "ls" else "file"
                 label = OPS[op][0].replace("WIDE", WIDE)
+                if per:
+                    unit = "entry" if op == "ls" else "file"
+                    mix = ", ".join(f"{k} {v / per:.2f}" for k, v in counts.items()
+                                    if not k.startswith("_") and v / per >= 0.005)
+                    figure = f"{total / per:.2f} / {unit} ({total})"
+                else:  # no `find` in this run: the number of files is not known
+                    mix = ", ".join(f"{k} {v}" for k, v in counts.items() if not k.startswith("_"))
+                    figure = f"{total} in all"
                 lines.append(f"| {config_named(config).title} | {label} {warmth} | "
-                             f"{total / per:.2f} / {unit} ({total}){over} | {mix or '—'} |")
+                             f"{figure}{over} | {mix or '—'} |")
     return lines
 
 

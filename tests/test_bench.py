@@ -76,3 +76,18 @@ def test_tiny_benchmark_reports_every_row(tmp_path: Path) -> None:
     assert (tmp_path / "bench.jsonl").exists()
     assert mounted_during, "no benchmark mount was seen below TMPDIR: the check below would see nothing"
     assert _fuse_mounts_below(work) == [], "the benchmark left a FUSE mount behind"
+
+
+def test_request_counts_of_a_run_without_find_are_given_in_all(tmp_path: Path) -> None:
+    """Without ``find`` the run does not know how many files there are: the counts are totals."""
+    output = tmp_path / "bench.md"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--size", "tiny", "--targets", "redis",
+         "--modes", "ro", "--ops", "grep", "--count-ops", "grep", "--rounds", "1", "--max-wait", "0",
+         "--output", str(output)],
+        capture_output=True, text=True, cwd=ROOT, env={**os.environ, "TMPDIR": str(tmp_path)}, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line for line in output.read_text(encoding="utf-8").splitlines()
+            if line.startswith("| Redis --read-only | `grep -rl pedido` cold |")]
+    assert len(rows) == 1 and " in all " in rows[0] and "READDIRPLUS" in rows[0], rows
