@@ -337,8 +337,9 @@ class Operations(fuse.Filesystem):
         """Give the kernel the pages of those of ``files`` that it holds whose values the daemon
         has and the kernel was not given yet."""
         for file in files:
-            if file.is_dir or file.ino in self._filled or not file.lookups:
-                continue
+            if (file.is_dir or file.ino in self._filled or not file.lookups or not file.current
+                    or file.removed or self.inodes.get(file.ino) is not file):
+                continue  # a listing's inode may have been replaced since (its ino reused)
             value = self.cache.fresh(file.key)
             if (value is None or not 0 < len(value.data) <= FILL_MAX_BYTES or file.unsure
                     or file.size != len(value.data) or file.digest not in (None, value.digest)):
