@@ -122,6 +122,26 @@ def test_a_sweep_that_cannot_start_within_its_window_is_given_up(caplog: pytest.
     assert len(sweeper.close()) == 1
 
 
+def test_a_write_under_a_prefix_being_swept_waits_for_the_sweep() -> None:
+    engine = _Stalling()
+    engine.set("chat/A/old", "a")
+    sweeper = Sweeper(engine, DELAY)
+    sweeper.add("chat/A")
+    assert engine.started.wait(5)  # the sweep has taken chat/A, and stalls in the store
+
+    def write() -> None:
+        sweeper.flush_covering("chat/A/new")
+        engine.set("chat/A/new", "written after the rmdir")
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    writer.join(0.5)
+    engine.release.set()
+    writer.join(5)
+    assert engine.list("chat/", 0, None) == ["chat/A/new"]
+    assert sweeper.close() == []
+
+
 def test_wafs_umount_reports_a_sweep_the_daemon_gave_up(redis_server: Any, prefix: str,
                                                         tmp_path: Path) -> None:
     admin = redis_server.client()

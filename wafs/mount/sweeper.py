@@ -4,8 +4,8 @@
 to sweep keys the mount could not show. On a bulk engine each cascade is a pass over the
 whole store (Redis SCAN), so they are collected until no ``rmdir`` came for ``delay``
 seconds and run together with :meth:`~wafs.Engine.delete_prefixes`, prefixes under another
-pending prefix dropped. A write under a pending prefix runs the sweep first, so a sweep
-never removes what was written after through the mount.
+pending prefix dropped. A write under a pending prefix runs the sweep first (or waits for the
+one under way), so a sweep never removes what was written after through the mount.
 
 A sweep has a window: it starts at most :data:`WINDOW` seconds after it was due (``delay``
 after the last ``rmdir``), and runs once. One that cannot start in time, or whose one run
@@ -43,7 +43,8 @@ class Sweeper:
         self.engine = engine
         self.delay = delay
         self._pending: set[str] = set()
-        self._lock = threading.Lock()  # guards _pending, _unreported and _given_up
+        self._sweeping: list[str] = []  # the prefixes of the sweep under way
+        self._lock = threading.Lock()  # guards _pending, _sweeping, _unreported and _given_up
         self._run_lock = threading.Lock()  # one sweep at a time
         self._wake = threading.Condition(self._lock)
         self._closed = False
@@ -65,15 +66,15 @@ class Sweeper:
             self._wake.notify()
 
     def flush_covering(self, key: str) -> None:
-        """Run the pending sweep now if it would delete ``key``.
+        """Run the pending sweep now if it would delete ``key`` (after the one under way, if that would).
 
         Raises the error of that sweep when it fails now (it is given up), and
         :class:`SweepGivenUpError`, once, when a sweep that would have covered ``key`` was
         given up before. Either way the caller's write is not made; retrying it proceeds.
         """
         with self._lock:
-            covered = any(is_under(key, prefix) for prefix in self._pending)
-        if covered:
+            covered = any(is_under(key, prefix) for prefix in (*self._pending, *self._sweeping))
+        if covered:  # flush waits for the sweep under way, which could delete the write otherwise
             try:
                 self.flush()
             except Exception:
@@ -93,19 +94,23 @@ class Sweeper:
         """Run the pending sweep now, once; on failure it is given up and its error raised."""
         with self._run_lock:
             with self._lock:
-                batch, self._pending = self._pending, set()
+                roots = self._sweeping = _outermost(self._pending)
+                self._pending = set()
                 late = time.monotonic() - (self._last_added + self.delay)
-            if not batch:
-                return
-            roots = _outermost(batch)
-            if late > WINDOW:
-                self._give_up(roots, f"it could not start within {WINDOW:.0f} s of the last rmdir")
+            if not roots:
                 return
             try:
-                self.engine.delete_prefixes(roots)
-            except Exception as exc:
-                self._give_up(roots, f"it failed ({exc})")
-                raise
+                if late > WINDOW:
+                    self._give_up(roots, f"it could not start within {WINDOW:.0f} s of the last rmdir")
+                    return
+                try:
+                    self.engine.delete_prefixes(roots)
+                except Exception as exc:
+                    self._give_up(roots, f"it failed ({exc})")
+                    raise
+            finally:
+                with self._lock:
+                    self._sweeping = []
 
     def close(self) -> list[str]:
         """Run what is pending (within its window), stop, and return every sweep given up
