@@ -68,6 +68,33 @@ def test_background_daemon_serves_and_unmounts(place: Path) -> None:
     assert FileEngine(place / "store").get("chat/new@g.us") == "written through the daemon"
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+@pytest.mark.parametrize("spin_us", ["0", "100", "200000"])
+def test_a_daemon_polls_for_requests_only_while_they_come(place: Path, spin_us: str) -> None:
+    mnt = place / "mnt"
+    mount(place, "--spin-us", spin_us)
+    pid = daemon_pid(mnt)
+    try:
+        for number in range(20):
+            (mnt / f"chat/{number}@g.us").write_text(f"value {number}")
+        listed = subprocess.run(["ls", "-R", str(mnt)], capture_output=True, text=True, check=True).stdout
+        assert "19@g.us" in listed
+        found = subprocess.run(["grep", "-rl", "value 7", str(mnt)], capture_output=True, text=True)
+        assert found.stdout.split() == [str(mnt / "chat/7@g.us")], found
+        time.sleep(0.5)  # past any spin
+        before = cpu_seconds(pid)
+        time.sleep(2)
+        assert cpu_seconds(pid) - before < 0.2  # asleep between requests, whatever the spin
+    finally:
+        wafs("umount", str(mnt))
+        wait_exited(pid)
+    assert FileEngine(place / "store").get("chat/7@g.us") == "value 7"
+
+
 @pytest.mark.parametrize("lazy", [False, True])
 def test_killed_daemon_leaves_a_stale_mount_that_umount_clears(place: Path, lazy: bool) -> None:
     mnt = place / "mnt"

@@ -505,6 +505,9 @@ def octal_umask(text: str, param_hint: str) -> int:
 @click.option("--cache-size", type=click.IntRange(min=0), default=_MOUNT_DEFAULTS.cache_bytes >> 20,
               show_default=True,
               help="MiB of values the daemon may keep.")
+@click.option("--spin-us", "spin_us", type=click.IntRange(min=0), default=round(_MOUNT_DEFAULTS.spin * 1e6),
+              show_default=True,
+              help="Microseconds the daemon keeps polling for the next request before it sleeps (0: never).")
 @click.option("--umask", default=f"{_MOUNT_DEFAULTS.umask:03o}", show_default=True,
               help="Octal umask for file (0666) and directory (0777) modes.")
 @click.option("--allow-other", is_flag=True, help="Let other users see the mount (needs user_allow_other).")
@@ -517,8 +520,8 @@ def octal_umask(text: str, param_hint: str) -> int:
 @click.option("--timezone", "tz", metavar="ZONE", default=None,
               help="--view chats: IANA time zone of the times  [default: this machine's]")
 def mount_command(mountpoint: str, engine_url: str, read_only: bool, foreground: bool, debug: bool,
-                  ttl: float, cache_size: int, umask: str, allow_other: bool, log_file: str | None,
-                  view: str, locale: str | None, tz: str | None) -> None:
+                  ttl: float, cache_size: int, spin_us: int, umask: str, allow_other: bool,
+                  log_file: str | None, view: str, locale: str | None, tz: str | None) -> None:
     """Mount the store at MOUNTPOINT as a directory tree.
 
     Key chat/123@s.whatsapp.net/index becomes the file
@@ -549,7 +552,7 @@ def mount_command(mountpoint: str, engine_url: str, read_only: bool, foreground:
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--timezone") from None
     options = MountOptions(read_only=read_only or view == "chats", ttl=ttl, cache_bytes=cache_size << 20,
-                           allow_other=allow_other, umask=mask, debug=debug,
+                           allow_other=allow_other, umask=mask, debug=debug, spin=spin_us / 1e6,
                            view="chats" if view == "chats" else "raw", chat_options=chat_options)
     if foreground or debug:
         import logging

@@ -132,6 +132,7 @@ class Server:
     def __init__(self, engine: Engine, mountpoint: str, options: MountOptions,
                  on_ready: Callable[[], None] = lambda: None) -> None:
         self.mountpoint = mountpoint
+        self.spin = options.spin
         self.operations = operations = filesystem(engine, options)
         following = operations.follow_changes()
         operations.load()
@@ -161,7 +162,8 @@ class Server:
         """Serve in this thread until unmounted (or :meth:`stop`); then what :func:`serve` returns."""
         # Requests are answered one at a time, in the order the kernel sent them, in this thread;
         # change feeds, sweeps, kernel notifications and signals run in threads of their own.
-        self.session.loop()
+        several_cpus = len(os.sched_getaffinity(0)) > 1
+        self.session.loop(spin=self.spin if several_cpus else 0.0)
         return self.operations.left_undone
 
     def stop(self) -> None:

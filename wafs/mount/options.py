@@ -26,7 +26,9 @@ class MountOptions:
     ``"raw"`` (a file per key) or ``"chats"`` (read-only transcripts and media, rendered
     with ``chat_options``: :mod:`wafs.mount.chats`). ``fsname``: the source the kernel lists
     the mount under (``/proc/mounts``, ``df``), never a secret; None for ``wafs:ENGINE``
-    (``wafs:chats:ENGINE`` for the chats view).
+    (``wafs:chats:ENGINE`` for the chats view). ``spin``: seconds the serving thread keeps
+    asking for the next request after answering one, before it sleeps (0: never; never on a
+    single CPU, where it would take the CPU from the tool sending the requests).
     """
 
     read_only: bool = False
@@ -39,6 +41,7 @@ class MountOptions:
     view: View = "raw"
     chat_options: ChatOptions = ChatOptions()
     fsname: str | None = None
+    spin: float = 100e-6
 
     @property
     def file_mode(self) -> int:
