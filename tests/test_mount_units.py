@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
+from wafs import MemoryEngine
 from wafs.mount.handles import Handle
 from wafs.mount.inodes import InodeTable
+from wafs.mount.tree import Tree
 from wafs.mount.values import Value, ValueCache, digest
 
 
@@ -92,3 +95,26 @@ def test_a_reader_follows_a_value_that_only_grew() -> None:
     assert reader.content() == b"one\n"
     reader.follow(_value(b"one\ntwo\n"))
     assert reader.content() == b"one\ntwo\n"
+
+
+class _ComingBack(MemoryEngine):
+    """A store restarting: the next listing waits ``wait`` seconds for its first answer."""
+
+    wait = 0.0
+
+    def iter_keys(self, prefix: str = "") -> Iterator[str]:
+        time.sleep(self.wait)
+        self.wait = 0.0
+        yield from super().iter_keys(prefix)
+
+
+def test_a_rebuild_that_waited_for_the_store_shows_later_writes_within_the_ttl() -> None:
+    engine = _ComingBack()
+    engine.set("chat/A/index", "a")
+    tree = Tree(engine, ttl=0.1)
+    assert tree.lookup("chat/A/index") is not None
+    engine.wait = 1.0
+    tree.refresh()  # the wait is not the rebuild's cost: the tree is trusted for the ttl only
+    engine.set("chat/B/index", "another client's")
+    time.sleep(0.3)
+    assert tree.lookup("chat/B/index") is not None
