@@ -289,10 +289,10 @@ def test_a_store_that_is_down_fails_the_mount_and_leaves_nothing(tmp_path: Path,
 def test_options_map_onto_mount_options_and_the_rest_keep_its_defaults() -> None:
     assert parse_options("") == (MountOptions(), None)
     options, engine_file = parse_options(
-        "ro,allow_other,umask=022,ttl=2.5,cache_size=3,engine_file=/etc/wafs/bot.url,nofail,_netdev,"
-        "x-systemd.automount,comment=x,noatime,nosuid,nodev,noexec,defaults")
+        "ro,allow_other,umask=022,ttl=2.5,cache_size=3,spin_us=0,engine_file=/etc/wafs/bot.url,nofail,"
+        "_netdev,x-systemd.automount,comment=x,noatime,nosuid,nodev,noexec,defaults")
     assert options == MountOptions(read_only=True, allow_other=True, umask=0o022, ttl=2.5,
-                                   cache_bytes=3 << 20)
+                                   cache_bytes=3 << 20, spin=0.0)
     assert engine_file == "/etc/wafs/bot.url"
     assert parse_options("ro,rw")[0].read_only is False  # the last one wins, as in mount(8)
     assert parse_options("ro,bogus,other=1", sloppy=True)[0] == MountOptions(read_only=True)

@@ -61,6 +61,9 @@ FIELDS: dict[str, Field] = {
                  f"seconds a value read is trusted without a change feed [{_DEFAULTS.ttl:g}]"),
     "cache_size": Field("cache_bytes", _mebibytes, "cache_size=MIB",
                         f"MiB of values the daemon may keep [{_DEFAULTS.cache_bytes >> 20}]"),
+    "spin_us": Field("spin", lambda text: int(click.IntRange(min=0)(text)) / 1e6, "spin_us=MICROSECONDS",
+                     f"how long the daemon polls for the next request before it sleeps "
+                     f"[{round(_DEFAULTS.spin * 1e6)}]"),
 }
 #: The option naming the file that holds the engine URL.
 ENGINE_FILE = "engine_file"
