@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 
 from wafs import MemoryEngine
 from wafs.mount.handles import Handle
 from wafs.mount.inodes import InodeTable
+from wafs.mount.kernel import KernelCache
 from wafs.mount.tree import Tree
 from wafs.mount.values import Value, ValueCache, digest
 
@@ -118,3 +120,28 @@ def test_a_rebuild_that_waited_for_the_store_shows_later_writes_within_the_ttl()
     engine.set("chat/B/index", "another client's")
     time.sleep(0.3)
     assert tree.lookup("chat/B/index") is not None
+
+
+class _Kernel:
+    def invalidate_inode(self, ino: int, offset: int = 0, length: int = 0) -> bool:
+        return True
+
+    def invalidate_entry(self, parent: int, name: bytes) -> bool:
+        return True
+
+    def store(self, ino: int, data: bytes) -> bool:
+        return True
+
+
+def test_waiting_for_the_kernel_notifications_is_bounded() -> None:
+    cache = KernelCache()
+    cache.attach(_Kernel())
+    release = threading.Event()
+    try:
+        cache.after(lambda: release.wait(5))  # a store waiting for a page lock
+        assert cache.wait_sent(0.05) is False
+        release.set()
+        assert cache.wait_sent(5) is True
+    finally:
+        release.set()
+        cache.detach()

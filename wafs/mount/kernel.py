@@ -87,6 +87,13 @@ class KernelCache:
         """Run ``callback`` in the notifying thread once what was queued before went out."""
         self._queue.put(("call", 0, b"", callback))
 
+    def wait_sent(self, timeout: float) -> bool:
+        """Wait at most ``timeout`` seconds for what was queued so far to go out; False if it
+        has not (a store may wait for a page lock that a reader holds)."""
+        sent = threading.Event()
+        self.after(sent.set)
+        return sent.wait(timeout)
+
     def _run(self) -> None:
         while True:
             kind, ino, name, callback = self._queue.get()

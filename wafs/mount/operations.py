@@ -77,6 +77,8 @@ FILL_SIBLINGS = 64
 FILL_MAX_BYTES = 64 << 10
 #: Listings whose files' pages wait for the kernel's next request in the directory.
 LISTED_KEPT = 64
+#: How long the answer to that request waits for those pages to reach the kernel.
+FILL_WAIT_SECONDS = 0.002
 UNKNOWN_SIZE_GUESS = 16 << 10
 _EMPTY = Value(b"", digest(b""), 0.0)
 
@@ -333,9 +335,10 @@ class Operations(fuse.Filesystem):
         siblings = itertools.islice(parent.children.values(), FILL_SIBLINGS)
         self._fill(sibling for sibling in siblings if sibling is not inode)
 
-    def _fill(self, files: Iterable[Inode]) -> None:
+    def _fill(self, files: Iterable[Inode]) -> int:
         """Give the kernel the pages of those of ``files`` that it holds whose values the daemon
-        has and the kernel was not given yet."""
+        has and the kernel was not given yet; return how many were queued."""
+        queued = 0
         for file in files:
             if (file.is_dir or file.ino in self._filled or not file.lookups or not file.current
                     or file.removed or self.inodes.get(file.ino) is not file):
@@ -349,6 +352,8 @@ class Operations(fuse.Filesystem):
             wanted = functools.partial(self._fills, file, value.digest)
             done = functools.partial(self._filled_out, file.ino)
             self.kernel.fill_pages(file.ino, value.data, wanted, done)
+            queued += 1
+        return queued
 
     def _fills(self, inode: Inode, version: int) -> bool:
         with self.lock:
@@ -503,7 +508,12 @@ class Operations(fuse.Filesystem):
         # but the inode the kernel will hold.
         directory = self._dir(ino)
         with self.lock:  # the kernel made the inodes of its last reply before asking again
-            self._fill(self._listed.pop(ino, ()))
+            filled = self._fill(self._listed.pop(ino, ()))
+        if filled:
+            # The walker reads the files once it has this answer, and a page that comes after
+            # its READ saves nothing. Bounded: a store may wait for a page lock that a reader
+            # holds while its READ waits for this thread.
+            self.kernel.wait_sent(FILL_WAIT_SECONDS)
         names = self._listings.get(ino) if offset else None
         if names is not None and offset >= len(names) + 2:  # the kernel's last request, past
             del self._listings[ino]  # the end: nothing
