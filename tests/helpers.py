@@ -202,7 +202,7 @@ class Interleavings:
 def counting_calls(engine: Engine, *methods: str) -> Iterator[Counter[tuple[str, tuple[object, ...]]]]:
     """Count the calls of ``engine``'s ``methods`` made while the block runs, by name and arguments.
 
-    The count includes calls from the mount's threads: ``counting_calls(engine, "iter_keys",
+    The count includes calls from the mount's threads: ``counting_calls(engine, "scan_keys",
     "children")`` sees every time the mount reads the store's tree.
     """
     calls: Counter[tuple[str, tuple[object, ...]]] = Counter()
@@ -233,6 +233,7 @@ def _every_engine_call(engine: Engine) -> dict[str, Callable[[], object]]:
         "cascade": lambda: engine.set("k", None),
         "list": lambda: engine.list("k/"),
         "iter_keys": lambda: list(engine.iter_keys("k/")),
+        "scan_keys": lambda: list(engine.scan_keys("k/")),
         "items": lambda: list(engine.items("k/")),
         "children": lambda: engine.children("k"),
         "get_many": lambda: engine.get_many(["k/1", "k/2"]),

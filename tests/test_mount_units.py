@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from wafs import MemoryEngine
+from wafs.mount.fuse import ROOT_INO
 from wafs.mount.handles import Handle
 from wafs.mount.inodes import InodeTable
 from wafs.mount.kernel import KernelCache
+from wafs.mount.operations import Operations
+from wafs.mount.options import MountOptions
 from wafs.mount.tree import Tree
 from wafs.mount.values import Value, ValueCache, digest
 
@@ -122,6 +125,30 @@ def test_a_rebuild_that_waited_for_the_store_shows_later_writes_within_the_ttl()
     assert tree.lookup("chat/B/index") is not None
 
 
+class _Repeating(MemoryEngine):
+    """A store whose scan repeats keys, as a Redis SCAN does while the server resizes its tables."""
+
+    def scan_keys(self, prefix: str = "") -> Iterator[str]:
+        keys = list(self.iter_keys(prefix))
+        yield from keys
+        yield from reversed(keys)
+
+
+def test_a_tree_read_from_a_scan_that_repeats_keys_holds_each_once() -> None:
+    engine = _Repeating()
+    engine.set_many({"chat/A/index": "a", "chat/A/message/M/raw": "r", "chat/A": "own value",
+                     "x/__value__": "x"})
+    hidden: list[str] = []
+    tree = Tree(engine, ttl=60.0)
+    tree.on_hidden = hidden.append
+    tree.refresh()
+    listing = tree.listing("chat/A")
+    assert listing is not None
+    assert sorted(listing.entries) == ["index", "message"]
+    assert listing.value is not None  # the key "chat/A" itself, shown as chat/A/__value__
+    assert hidden == ["x/__value__"]  # a reserved name: hidden, and noted once
+
+
 class _Kernel:
     def invalidate_inode(self, ino: int, offset: int = 0, length: int = 0) -> bool:
         return True
@@ -145,3 +172,37 @@ def test_waiting_for_the_kernel_notifications_is_bounded() -> None:
     finally:
         release.set()
         cache.detach()
+
+
+class _WrittenDuringRead(MemoryEngine):
+    """A store that the mount writes to while a batch read of it is under way."""
+
+    during_read: Callable[[], None] | None = None
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, str | None]:
+        values = super().get_many(keys)
+        during, self.during_read = self.during_read, None
+        if during is not None:
+            during()
+        return values
+
+
+def test_a_resync_keeps_what_the_mount_wrote_while_it_read() -> None:
+    engine = _WrittenDuringRead()
+    engine.set_many({"chat/A/index": "old", "chat/A/other": "x"})
+    operations = Operations(engine, MountOptions())
+    operations.load()
+    chat = operations.lookup(ROOT_INO, b"chat").attributes
+    assert chat is not None
+    folder = operations.lookup(chat.ino, b"A").attributes
+    assert folder is not None
+    for name in (b"index", b"other"):
+        assert operations.lookup(folder.ino, name).attributes is not None
+    engine.during_read = lambda: operations._store("chat/A/index", "newer", b"newer")
+    operations._verify_known()  # reads both keys; the write lands between its read and its record
+    assert engine.during_read is None, "the resync read no batch: the test did not test anything"
+    assert engine.get("chat/A/index") == "newer"
+    cached = operations.cache.get("chat/A/index")
+    assert cached is not None and cached.data == b"newer"
+    index = operations.lookup(folder.ino, b"index").attributes
+    assert index is not None and index.size == len(b"newer")

@@ -263,6 +263,13 @@ class Engine(ABC):
         """Yield every key that starts with ``prefix``, in no promised order (the fastest)."""
         return iter(self.list(prefix, 0, None))
 
+    def scan_keys(self, prefix: str = "") -> Iterator[str]:
+        """Yield every key that starts with ``prefix`` at least once: a key may come more than
+        once. For callers that keep the keys in a structure of their own anyway (the mount's
+        tree), so that the engine need not keep a set of them to drop repeats (a Redis SCAN
+        repeats keys while the server resizes its tables). Default: :meth:`iter_keys`."""
+        return self.iter_keys(prefix)
+
     def items(self, prefix: str = "", batch: int = 500) -> Iterator[tuple[str, str]]:
         """Yield ``(key, value)`` for every key under ``prefix``, reading ``batch`` keys at a time."""
         keys = self.iter_keys(prefix)
@@ -352,7 +359,7 @@ class Engine(ABC):
         """Return the immediate names below ``directory`` (``""`` is the root) and their kind."""
         start = directory + SEPARATOR if directory else ""
         found: dict[str, Kind] = {}
-        for key in self.iter_keys(start):
+        for key in self.scan_keys(start):
             name, sep, _ = key[len(start):].partition(SEPARATOR)
             found[name] = found.get(name, Kind(0)) | (Kind.DIR if sep else Kind.FILE)
         return found

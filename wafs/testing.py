@@ -357,6 +357,13 @@ class EngineContract:
         assert sorted(engine.iter_keys("chat/1/")) == sorted(f"chat/1/message/{n}/raw" for n in range(7))
         assert dict(engine.items("chat/1/", batch=3)) == {f"chat/1/message/{n}/raw": str(n) for n in range(7)}
 
+    def test_scan_keys_yields_every_key(self, engine: Engine) -> None:
+        keys = {f"chat/1/message/{n}/raw" for n in range(1200)} | {"chat/10/index"}
+        engine.set_many(dict.fromkeys(keys, "v"))
+        engine.set("chats/1/index", "not under chat/")
+        assert set(engine.scan_keys("chat/")) == keys
+        assert set(engine.scan_keys("")) == keys | {"chats/1/index"}
+
     def test_children(self, engine: Engine) -> None:
         engine.set_many({"chat/1/index": "i", "chat/1/message/A/raw": "r", "chat/10/index": "x", "session/creds": "c"})
         assert engine.children("") == {"chat": Kind.DIR, "session": Kind.DIR}

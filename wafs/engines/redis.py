@@ -436,15 +436,17 @@ class RedisEngine(Engine):
                 f"(byte 0x{reply[exc.start]:02x} at offset {exc.start}; written by another client)"
             ) from exc
 
-    def _scan(self, start: bytes) -> Iterator[list[bytes]]:
-        """Yield each full key starting with ``start`` once, as bytes, streaming one SCAN pass
-        a batch at a time.
+    def _scan(self, start: bytes, unique: bool = True) -> Iterator[list[bytes]]:
+        """Yield each full key starting with ``start``, as bytes, streaming one SCAN pass a
+        batch at a time: once each when ``unique``, else as often as SCAN returns it (no set of
+        the keys seen is kept: ~120 bytes per key, which a daemon keeps as a fragmented heap).
 
         The pass completes against one server life: when the server restarted under it, the
-        pass starts again from cursor 0 (keys already yielded are not yielded again), at most
-        :data:`SCAN_RESTARTS` times, then :class:`BackendUnavailableError`. Never a partial pass.
+        pass starts again from cursor 0 (keys already yielded are not yielded again if
+        ``unique``), at most :data:`SCAN_RESTARTS` times, then :class:`BackendUnavailableError`.
+        Never a partial pass.
         """
-        seen: set[bytes] = set()
+        seen: set[bytes] | None = set() if unique else None
         pattern = _glob_escape(start) + b"*"
         with self._translated(f"scan {_text(start)}*"):
             for _ in range(SCAN_RESTARTS + 1):
@@ -455,6 +457,9 @@ class RedisEngine(Engine):
                         if replies and not isinstance(replies[0], bytes):  # a decoding client
                             replies = [_as_bytes(reply) for reply in replies]
                         fulls = cast(list[bytes], replies)
+                        if seen is None:
+                            yield [full for full in fulls if full.startswith(start)]
+                            continue
                         fresh = [full for full in fulls if full not in seen and full.startswith(start)]
                         before = len(seen)
                         seen.update(fresh)
@@ -515,7 +520,8 @@ class RedisEngine(Engine):
             return
         base = len(self._base)
         start = self._base + _common_prefix(wanted)
-        doomed = (full for batch in self._scan(start) for full in batch if _under_any(full[base:], wanted))
+        doomed = (full for batch in self._scan(start, unique=False) for full in batch
+                  if _under_any(full[base:], wanted))
         with self._translated("cascade delete"):
             while batch := list(itertools.islice(doomed, CHUNK)):
                 self.client.delete(*batch)
@@ -549,8 +555,15 @@ class RedisEngine(Engine):
 
     def iter_keys(self, prefix: str = "") -> Iterator[str]:
         """Stream the keys under ``prefix`` in SCAN order, each once."""
+        return self._keys(prefix, unique=True)
+
+    def scan_keys(self, prefix: str = "") -> Iterator[str]:
+        """Stream the keys under ``prefix`` in SCAN order, repeated when SCAN repeats them."""
+        return self._keys(prefix, unique=False)
+
+    def _keys(self, prefix: str, unique: bool) -> Iterator[str]:
         base = len(self._base)
-        for batch in self._scan(self._full(prefix)):
+        for batch in self._scan(self._full(prefix), unique):
             yield from [full[base:].decode("utf-8", "surrogateescape") for full in batch]
 
     def get_many(self, keys: Iterable[str]) -> dict[str, str | None]:

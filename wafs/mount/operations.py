@@ -132,7 +132,9 @@ class Operations(fuse.Filesystem):
         self._watch: Watch | None = None
         self._listed: dict[int, list[Inode]] = {}  # the files of a directory's last listing reply
         self._filled: dict[int, bool] = {}  # files whose pages the kernel was given: True while queued
-        self._outside_reads: dict[str, bool] = {}  # keys the feed's thread is reading: True once written here
+        #: Reads of keys under way for the change feed or a resync: one flag per read, set once
+        #: the mount writes the key (what it wrote is newer than what the read returns).
+        self._outside_reads: dict[str, list[list[bool]]] = {}
         self.on_ready: Callable[[], None] = lambda: None
         self.left_undone: list[str] = []  # what destroy() could not do: files unwritten, sweeps given up
         self.tree.on_listed = self._reconcile
@@ -399,10 +401,7 @@ class Operations(fuse.Filesystem):
             files = [inode for inode in self.inodes if not inode.is_dir and inode.current]
             directories = [inode for inode in self.inodes if inode.is_dir]
         for start in range(0, len(files), PREFETCH_KEYS):
-            batch = files[start:start + PREFETCH_KEYS]
-            values = self.engine.get_many([inode.key for inode in batch])
-            for key, value in values.items():
-                self.observe(key, None if value is None else value.encode("utf-8"))
+            self._read_outside([inode.key for inode in files[start:start + PREFETCH_KEYS]])
         for inode in directories:
             self.kernel.forget_attributes(inode.ino)
             self.kernel.forget_contents(inode.ino)
@@ -961,30 +960,44 @@ class Operations(fuse.Filesystem):
                 self.cache.drop(key)
                 self._mtimes[key] = time.time_ns()
         if known is not None:
-            self._observe_outside(key)
+            self._read_outside([key])
         if not existed:
             self._names_appeared(key)
 
-    def _observe_outside(self, key: str) -> None:
-        """Read ``key`` for the change feed and record it, unless the mount wrote it meanwhile:
-        what the mount wrote is newer (and its own event follows)."""
+    def _read_outside(self, keys: list[str]) -> None:
+        """Read ``keys`` for the change feed or a resync and record what each holds, unless the
+        mount wrote it while the read was under way: what the mount wrote is newer (and the
+        feed's event of it follows)."""
+        flags = {key: [False] for key in keys}
         with self.lock:
-            self._outside_reads[key] = False
+            for key, flag in flags.items():
+                self._outside_reads.setdefault(key, []).append(flag)
         try:
-            value = self.engine.get(key)
+            values = self.engine.get_many(keys) if len(keys) > 1 else {keys[0]: self.engine.get(keys[0])}
         except BaseException:
             with self.lock:
-                del self._outside_reads[key]
+                for key, flag in flags.items():
+                    self._end_outside_read(key, flag)
             raise
-        with self.lock:
-            if not self._outside_reads.pop(key):
-                self.observe(key, None if value is None else value.encode("utf-8"))
+        for key, value in values.items():
+            with self.lock:
+                if not self._end_outside_read(key, flags[key]):
+                    self.observe(key, None if value is None else value.encode("utf-8"))
+
+    def _end_outside_read(self, key: str, flag: list[bool]) -> bool:
+        """Forget the read of ``key`` that ``flag`` marks; True when the mount wrote it meanwhile."""
+        under_way = [other for other in self._outside_reads[key] if other is not flag]
+        if under_way:
+            self._outside_reads[key] = under_way
+        else:
+            del self._outside_reads[key]
+        return flag[0]
 
     def _overtake(self, key: str) -> None:
-        """The mount writes ``key`` now: a read of it the change feed has under way is older."""
+        """The mount writes ``key`` now: the reads of it under way for the feed or a resync are older."""
         with self.lock:
-            if key in self._outside_reads:
-                self._outside_reads[key] = True
+            for flag in self._outside_reads.get(key, ()):
+                flag[0] = True
 
     def _names_appeared(self, key: str) -> None:
         """Drop the negative entries and listings the kernel may hold for ``key`` and the

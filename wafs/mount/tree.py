@@ -3,7 +3,7 @@
 Keys become paths; directories are implied by keys. Two ways to learn the tree, chosen by
 the engine's :attr:`~wafs.Engine.listing`:
 
-* ``"bulk"`` (Redis, PostgreSQL, memory, user engines): one :meth:`~wafs.Engine.iter_keys`
+* ``"bulk"`` (Redis, PostgreSQL, memory, user engines): one :meth:`~wafs.Engine.scan_keys`
   pass over the whole store builds the tree. Once it is older than ``ttl`` (or ten times
   the last rebuild, on a store that takes long to read) a background thread rebuilds it
   while accesses are served from the current one; past twice that age, or after a failed
@@ -272,7 +272,7 @@ class Tree:
             started = self._begin_listing()
             try:
                 with _collector_paused():
-                    keys = iter(self.engine.iter_keys(""))
+                    keys = iter(self.engine.scan_keys(""))
                     # The wait for the store's first answer (a store coming back, a reconnect)
                     # is not what a rebuild costs: counted, it kept the tree 10x that long.
                     first = next(keys, None)
