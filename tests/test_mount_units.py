@@ -6,10 +6,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 
+import pytest
+
 from wafs import MemoryEngine
 from wafs.mount.fuse import ROOT_INO
 from wafs.mount.handles import Handle
-from wafs.mount.inodes import InodeTable
+from wafs.mount.inodes import LISTED_CHILDREN, InodeTable
 from wafs.mount.kernel import KernelCache
 from wafs.mount.operations import Operations
 from wafs.mount.options import MountOptions
@@ -61,6 +63,27 @@ def test_a_renamed_inode_keeps_its_number_under_its_new_name() -> None:
     table.move(f, d, "g")
     assert table.find(d, "g", is_dir=False) is f and f.key == "d/g"
     assert table.find(table.root, "f", is_dir=False) is None
+
+
+@pytest.mark.parametrize("names", [4, LISTED_CHILDREN, LISTED_CHILDREN + 1, 50])
+def test_a_directory_holds_each_name_once_however_many_it_holds(names: int) -> None:
+    table = InodeTable(0)
+    d = table.child(table.root, "d", is_dir=True)
+    files = [table.child(d, f"f{n}", is_dir=False) for n in range(names)]
+    for inode in files:
+        inode.lookups = 1
+    assert [table.find(d, f"f{n}", is_dir=False) for n in range(names)] == files
+    table.forget(files[0].ino, 1)  # forgotten, superseded, renamed away and over: each name once
+    table.supersede(files[1], None)
+    newer = table.child(d, "f1", is_dir=False)
+    table.move(files[2], table.root, "moved")
+    table.supersede(newer, None)  # renamed over: the caller supersedes the target first
+    table.move(files[-1], d, "f1")
+    kept = {inode.name: inode for inode in d.held_children()}
+    assert len(kept) == len(d.held_children()), "a name held twice"
+    assert "f0" not in kept and "f2" not in kept and kept["f1"] is files[-1] and not newer.current
+    assert table.find(table.root, "moved", is_dir=False) is files[2]
+    assert [inode.name for inode in d.first_held(2)] == [inode.name for inode in d.held_children()[:2]]
 
 
 def test_the_value_cache_stays_within_its_bound() -> None:

@@ -513,7 +513,7 @@ class ChatsOperations(fuse.Filesystem):
         the kernel its parent's listing changed."""
         self._supersede(inode)
         inode.parent = None
-        for child in list((inode.children or {}).values()):
+        for child in inode.held_children():
             self._remove(child)
 
     def _listing_changed(self, directory: Inode, message_ns: int = 0) -> None:
@@ -662,7 +662,7 @@ class ChatsOperations(fuse.Filesystem):
             folders = frozenset(self._chat_folders())
             with self.lock:
                 self._apply_root(folders)
-                targets = sorted(self.inodes.root.children or {})
+                targets = sorted(child.name for child in self.inodes.root.held_children())
         else:
             targets = sorted({path.partition("/")[0] for path in paths})
         for folder in targets:
@@ -689,8 +689,8 @@ class ChatsOperations(fuse.Filesystem):
         # listing shows the change, the names it no longer shows are gone too.
         root = self.inodes.root
         changed = folders != self._folders
-        for name, child in list((root.children or {}).items()):
-            if name not in folders:
+        for child in root.held_children():
+            if child.name not in folders:
                 self._remove(child)
                 changed = True
         if changed:
@@ -707,12 +707,12 @@ class ChatsOperations(fuse.Filesystem):
         names = frozenset(state.files)
         listed = self._listed.get(folder.ino, names)
         changed = names != listed
-        for name, child in list((folder.children or {}).items()):
-            new = state.files.get(name)
+        for child in folder.held_children():
+            new = state.files.get(child.name)
             if new is None:
                 self._remove(child)
                 changed = True
-            elif self._update_file(child, new, media.get(name)):
+            elif self._update_file(child, new, media.get(child.name)):
                 changed = True
         self._listed[folder.ino] = names
         if changed:

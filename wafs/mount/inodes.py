@@ -13,6 +13,7 @@ and finds it again while the daemon runs.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator
 
 from ..keys import SEPARATOR
@@ -21,33 +22,84 @@ from .tree import VALUE_NAME
 
 
 class Inode:
-    """An inode the kernel knows (``lookups`` > 0), or one kept open past its name."""
+    """An inode the kernel knows (``lookups`` > 0), or one kept open past its name. Kept small:
+    a tree walk makes one per file."""
 
-    __slots__ = ("ino", "parent", "name", "is_dir", "lookups", "size", "digest", "current", "data",
-                 "mtime_ns", "children", "unsure", "removed")
+    __slots__ = ("ino", "parent", "name", "lookups", "size", "digest", "data", "mtime_ns", "children",
+                 "_flags")
 
     def __init__(self, ino: int, parent: Inode | None, name: str, is_dir: bool) -> None:
         self.ino = ino
         self.parent = parent
         self.name = name
-        self.is_dir = is_dir
         self.lookups = 0
         #: For a file: the size the kernel was told, and the digest of the version it stands for
         #: (None: no byte of it was read yet, so any version may still become this inode's).
         self.size = 0
         self.digest: int | None = None
-        #: False once the name has a newer inode, or is gone: it then serves ``data`` only.
-        self.current = True
+        #: The bytes of its version, where the daemon keeps them (one no longer current, a chat).
         self.data: bytes | None = None
         self.mtime_ns = 0
-        #: For a directory: the current inodes of the names in it that the kernel holds.
-        self.children: dict[str, Inode] | None = {} if is_dir else None
-        #: The kernel may hold older attributes than these: telling it failed while a reply
-        #: that makes the inode was on its way (see ``KernelCache.forget_attributes``).
-        self.unsure = False
-        #: Its name was removed (unlinked, deleted by another client, renamed over): writers
-        #: still holding it commit nothing, as on a disk.
-        self.removed = False
+        #: For a directory: the current inodes of the names in it that the kernel holds, in a
+        #: list while there are few (a dict of three costs twice a list of three).
+        self.children: list[Inode] | dict[str, Inode] | None = [] if is_dir else None
+        self._flags = 0
+
+    @property
+    def is_dir(self) -> bool:
+        return self.children is not None
+
+    def held(self, name: str) -> Inode | None:
+        """The current inode of ``name`` in this directory, if the kernel holds one."""
+        children = self.children
+        if isinstance(children, list):
+            for child in children:
+                if child.name == name:
+                    return child
+            return None
+        return None if children is None else children.get(name)
+
+    def held_children(self) -> list[Inode]:
+        """The current inodes of the names in this directory that the kernel holds."""
+        children = self.children
+        if isinstance(children, dict):
+            return list(children.values())
+        return [] if children is None else list(children)
+
+    def first_held(self, count: int) -> Iterator[Inode]:
+        """At most ``count`` of :meth:`held_children`, without copying them all."""
+        children = self.children
+        return itertools.islice(children.values() if isinstance(children, dict) else children or (), count)
+
+    @property
+    def current(self) -> bool:
+        """False once the name has a newer inode, or is gone: it then serves ``data`` only."""
+        return not self._flags & _SUPERSEDED
+
+    @property
+    def unsure(self) -> bool:
+        """The kernel may hold older attributes than these: telling it failed while a reply
+        that makes the inode was on its way (see ``KernelCache.forget_attributes``)."""
+        return bool(self._flags & _UNSURE)
+
+    @unsure.setter
+    def unsure(self, value: bool) -> None:
+        self._flags = self._flags | _UNSURE if value else self._flags & ~_UNSURE
+
+    @property
+    def removed(self) -> bool:
+        """Its name was removed (unlinked, deleted by another client, renamed over): writers
+        still holding it commit nothing, as on a disk."""
+        return bool(self._flags & _REMOVED)
+
+    @removed.setter
+    def removed(self, value: bool) -> None:
+        self._flags = self._flags | _REMOVED if value else self._flags & ~_REMOVED
+
+    def supersede(self, data: bytes | None) -> None:
+        """No longer the name's current inode; it serves ``data`` from now on."""
+        self._flags |= _SUPERSEDED
+        self.data = data
 
     @property
     def path(self) -> str:
@@ -65,6 +117,9 @@ class Inode:
         if self.name == VALUE_NAME and SEPARATOR in path:
             return path[: -len(VALUE_NAME) - 1]
         return path
+
+
+_SUPERSEDED, _UNSURE, _REMOVED = 1, 2, 4
 
 
 class InodeTable:
@@ -88,15 +143,14 @@ class InodeTable:
 
     def find(self, parent: Inode, name: str, is_dir: bool) -> Inode | None:
         """The current inode of ``name`` in ``parent``, if the kernel holds one."""
-        found = parent.children.get(name) if parent.children is not None else None
+        found = parent.held(name)
         return found if found is not None and found.is_dir == is_dir else None
 
     def child(self, parent: Inode, name: str, is_dir: bool, path: str | None = None) -> Inode:
         """The current inode of ``name`` in ``parent``, made when the kernel has none (a name
         that changed between file and directory gets a new inode). ``path``: its path, when
         the caller has it."""
-        assert parent.children is not None
-        found = parent.children.get(name)
+        found = parent.held(name)
         if found is not None:
             if found.is_dir == is_dir:
                 return found
@@ -106,7 +160,7 @@ class InodeTable:
             ino = ino + 1 if ino < (1 << 63) - 1 else 2
         inode = Inode(ino, parent, name, is_dir)
         self._inodes[ino] = inode
-        parent.children[name] = inode
+        _hold(parent, inode)
         return inode
 
     def forget(self, ino: int, count: int) -> None:
@@ -122,11 +176,7 @@ class InodeTable:
             inode.lookups -= count
             if inode.lookups <= 0:
                 del inodes[ino]
-                parent = inode.parent
-                if parent is not None:
-                    siblings = parent.children
-                    if siblings is not None and siblings.get(inode.name) is inode:
-                        del siblings[inode.name]
+                self._detach(inode)
 
     def supersede(self, inode: Inode, data: bytes | None) -> None:
         """The name of ``inode`` has a new version, or is gone: the next lookup gets a new
@@ -134,23 +184,29 @@ class InodeTable:
         them) until the kernel forgets it."""
         if not inode.current:
             return
-        inode.current = False
-        inode.data = data
+        inode.supersede(data)
         self._detach(inode)
 
     def move(self, inode: Inode, parent: Inode, name: str) -> None:
         """``inode`` was renamed over whatever ``parent`` held as ``name`` (the caller
         superseded that): it keeps its number, as the kernel moved its entry."""
-        assert parent.children is not None
         self._detach(inode)
         inode.parent, inode.name = parent, name
-        parent.children[name] = inode
+        _hold(parent, inode)
 
     @staticmethod
     def _detach(inode: Inode) -> None:
         parent = inode.parent
-        if parent is not None and parent.children is not None and parent.children.get(inode.name) is inode:
-            del parent.children[inode.name]
+        if parent is None:
+            return
+        children = parent.children
+        if isinstance(children, list):
+            for position, child in enumerate(children):
+                if child is inode:
+                    del children[position]
+                    return
+        elif children is not None and children.get(inode.name) is inode:
+            del children[inode.name]
 
     @staticmethod
     def _number(path: str, is_dir: bool) -> int:
@@ -161,6 +217,21 @@ class InodeTable:
 
 
 _INO_MASK = (1 << 63) - 1
+#: A directory keeps the inodes of its names in a list up to this many, then in a dict.
+LISTED_CHILDREN = 8
+
+
+def _hold(parent: Inode, inode: Inode) -> None:
+    """``inode`` is the current inode of its name in ``parent`` (the caller detached any other)."""
+    children = parent.children
+    assert children is not None
+    if isinstance(children, list):
+        children[:] = [child for child in children if child.name != inode.name]
+        if len(children) < LISTED_CHILDREN:
+            children.append(inode)
+            return
+        children = parent.children = {child.name: child for child in children}
+    children[inode.name] = inode
 
 
 def _join(directory: str, name: str) -> str:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import itertools
 import logging
 import math
 import os
@@ -332,10 +331,9 @@ class Operations(fuse.Filesystem):
         """Give the kernel the pages of files next to ``inode`` that it holds, whose values the
         daemon has (read ahead with this one): a tree walk then reads them with no request."""
         parent = inode.parent
-        if parent is None or not parent.children:
+        if parent is None:
             return
-        siblings = itertools.islice(parent.children.values(), FILL_SIBLINGS)
-        self._fill(sibling for sibling in siblings if sibling is not inode)
+        self._fill(sibling for sibling in parent.first_held(FILL_SIBLINGS) if sibling is not inode)
 
     def _fill(self, files: Iterable[Inode]) -> int:
         """Give the kernel the pages of those of ``files`` that it holds whose values the daemon
@@ -1040,9 +1038,10 @@ class Operations(fuse.Filesystem):
             while stack:
                 inode, inode_path = stack.pop()
                 node = self.tree.lookup_cached(inode_path) if inode_path else self.tree.root
-                if not isinstance(node, Directory) or not inode.children:
+                if not isinstance(node, Directory):
                     continue
-                for name, child in list(inode.children.items()):
+                for child in inode.held_children():
+                    name = child.name
                     entry = node.value if name == VALUE_NAME else node.entries.get(name)
                     if entry is None or isinstance(entry, Directory) != child.is_dir:
                         self._remove(child, None if child.is_dir else self.cache.get(child.key))
