@@ -173,6 +173,9 @@ def test_a_tree_read_from_a_scan_that_repeats_keys_holds_each_once() -> None:
 
 
 class _Kernel:
+    def __init__(self) -> None:
+        self.stored: list[int] = []
+
     def invalidate_inode(self, ino: int, offset: int = 0, length: int = 0) -> bool:
         return True
 
@@ -180,6 +183,7 @@ class _Kernel:
         return True
 
     def store(self, ino: int, data: bytes) -> bool:
+        self.stored.append(ino)
         return True
 
 
@@ -229,3 +233,35 @@ def test_a_resync_keeps_what_the_mount_wrote_while_it_read() -> None:
     assert cached is not None and cached.data == b"newer"
     index = operations.lookup(folder.ino, b"index").attributes
     assert index is not None and index.size == len(b"newer")
+
+
+def test_a_file_s_pages_go_to_the_kernel_once_per_version_and_nothing_stays_queued() -> None:
+    engine = MemoryEngine()
+    engine.set_many({"d/a": "first", "d/b": "second"})
+    operations = Operations(engine, MountOptions(read_only=True))
+    operations.load()
+    kernel = _Kernel()
+    operations.kernel.attach(kernel)
+    try:
+        folder = operations.lookup(ROOT_INO, b"d").attributes
+        assert folder is not None
+        for name in (b"a", b"b"):
+            operations.lookup(folder.ino, name)
+        files = [operations._file_of_key("d/a"), operations._file_of_key("d/b")]
+        operations._read(["d/a", "d/b"], "d/a")  # the values, as a read with its neighbours
+        with operations.lock:
+            assert operations._fill(files) == 2
+        assert operations.kernel.wait_sent(5)
+        assert sorted(kernel.stored) == sorted(file.ino for file in files)
+        assert operations._filling == {}, "a sent store is still kept"
+        with operations.lock:
+            assert operations._fill(files) == 0  # given already
+        engine.set("d/a", "first, and more")  # another client, read back: a new version
+        operations._read(["d/a"], "d/a")
+        current = operations._file_of_key("d/a")
+        assert current is not None
+        with operations.lock:
+            assert operations._fill([current]) == 1
+        assert operations.kernel.wait_sent(5) and len(kernel.stored) == 3
+    finally:
+        operations.kernel.detach()

@@ -96,6 +96,15 @@ class Inode:
     def removed(self, value: bool) -> None:
         self._flags = self._flags | _REMOVED if value else self._flags & ~_REMOVED
 
+    @property
+    def filled(self) -> bool:
+        """The kernel was given the pages of this version (or they are queued): not again."""
+        return bool(self._flags & _FILLED)
+
+    @filled.setter
+    def filled(self, value: bool) -> None:
+        self._flags = self._flags | _FILLED if value else self._flags & ~_FILLED
+
     def supersede(self, data: bytes | None) -> None:
         """No longer the name's current inode; it serves ``data`` from now on."""
         self._flags |= _SUPERSEDED
@@ -119,7 +128,7 @@ class Inode:
         return path
 
 
-_SUPERSEDED, _UNSURE, _REMOVED = 1, 2, 4
+_SUPERSEDED, _UNSURE, _REMOVED, _FILLED = 1, 2, 4, 8
 
 
 class InodeTable:
@@ -157,7 +166,7 @@ class InodeTable:
             self.supersede(found, None)
         ino = self._number(path if path is not None else _join(parent.path, name), is_dir)
         while ino in self._inodes:  # a superseded version still held, or a hash collision
-            ino = ino + 1 if ino < (1 << 63) - 1 else 2
+            ino = ino + 1 if ino < _INO_MASK else 2
         inode = Inode(ino, parent, name, is_dir)
         self._inodes[ino] = inode
         _hold(parent, inode)
@@ -216,7 +225,8 @@ class InodeTable:
         return number if number > ROOT_INO else number + 2
 
 
-_INO_MASK = (1 << 63) - 1
+#: 60 bits: a Python int of two 30-bit digits, 8 bytes less than one of 63 (one per inode).
+_INO_MASK = (1 << 60) - 1
 #: A directory keeps the inodes of its names in a list up to this many, then in a dict.
 LISTED_CHILDREN = 8
 

@@ -130,7 +130,7 @@ class Operations(fuse.Filesystem):
         self._listings: dict[int, list[tuple[str, bool]]] = {}  # directory streams being read
         self._watch: Watch | None = None
         self._listed: dict[int, list[Inode]] = {}  # the files of a directory's last listing reply
-        self._filled: dict[int, bool] = {}  # files whose pages the kernel was given: True while queued
+        self._filling: dict[int, Inode] = {}  # files whose pages are queued for the kernel
         #: Reads of keys under way for the change feed or a resync: one flag per read, set once
         #: the mount writes the key (what it wrote is newer than what the read returns).
         self._outside_reads: dict[str, list[list[bool]]] = {}
@@ -319,13 +319,15 @@ class Operations(fuse.Filesystem):
         inode.size, inode.digest, inode.mtime_ns = len(value.data), value.digest, now
         self._mtimes[inode.key] = now
         inode.unsure = not self.kernel.forget_attributes(inode.ino)
-        self._unfill(inode.ino)
+        self._unfill(inode)
 
-    def _unfill(self, ino: int) -> None:
-        """``ino``'s pages given to the kernel are no longer its version: a store still queued
-        is followed by dropping them (the attributes were dropped at once, before it)."""
-        if self._filled.pop(ino, False):
-            self.kernel.forget_contents(ino)
+    def _unfill(self, inode: Inode) -> None:
+        """The pages given to the kernel are no longer ``inode``'s version: a store still
+        queued is followed by dropping them (the attributes were dropped at once, before it)."""
+        inode.filled = False
+        if self._filling.get(inode.ino) is inode:
+            del self._filling[inode.ino]
+            self.kernel.forget_contents(inode.ino)
 
     def _fill_siblings(self, inode: Inode) -> None:
         """Give the kernel the pages of files next to ``inode`` that it holds, whose values the
@@ -340,7 +342,7 @@ class Operations(fuse.Filesystem):
         has and the kernel was not given yet; return how many were queued."""
         queued = 0
         for file in files:
-            if (file.is_dir or file.ino in self._filled or not file.lookups or not file.current
+            if (file.is_dir or file.filled or not file.lookups or not file.current
                     or file.removed or self.inodes.get(file.ino) is not file):
                 continue  # a listing's inode may have been replaced since (its ino reused)
             value = self.cache.fresh(file.key)
@@ -348,22 +350,23 @@ class Operations(fuse.Filesystem):
                     or file.size != len(value.data) or file.digest not in (None, value.digest)):
                 continue
             file.digest = value.digest
-            self._filled[file.ino] = True
+            file.filled = True
+            self._filling[file.ino] = file
             wanted = functools.partial(self._fills, file, value.digest)
-            done = functools.partial(self._filled_out, file.ino)
+            done = functools.partial(self._filled_out, file)
             self.kernel.fill_pages(file.ino, value.data, wanted, done)
             queued += 1
         return queued
 
     def _fills(self, inode: Inode, version: int) -> bool:
         with self.lock:
-            return (self._filled.get(inode.ino, False) and self.inodes.get(inode.ino) is inode
+            return (self._filling.get(inode.ino) is inode and self.inodes.get(inode.ino) is inode
                     and inode.current and inode.digest == version)
 
-    def _filled_out(self, ino: int) -> None:
+    def _filled_out(self, inode: Inode) -> None:
         with self.lock:
-            if self._filled.get(ino, False):
-                self._filled[ino] = False
+            if self._filling.get(inode.ino) is inode:
+                del self._filling[inode.ino]
 
     def _pages_held(self, inode: Inode) -> bool:
         """True when a reader may hold the kernel's pages of ``inode``'s old version.
@@ -477,11 +480,11 @@ class Operations(fuse.Filesystem):
 
     def forget(self, forgets: list[tuple[int, int]]) -> None:
         with self.lock:
-            filled = {ino: self.inodes.get(ino) for ino, _ in forgets if ino in self._filled}
+            filling = [inode for ino, _ in forgets if (inode := self._filling.get(ino)) is not None]
             self.inodes.forget_many(forgets)
-            for ino, inode in filled.items():
-                if self.inodes.get(ino) is not inode:
-                    self._unfill(ino)
+            for inode in filling:
+                if self.inodes.get(inode.ino) is not inode:
+                    self._unfill(inode)
 
     def getattr(self, ino: int, fh: int | None) -> tuple[Attributes, float]:
         with self.lock:
