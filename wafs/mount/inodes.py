@@ -20,6 +20,21 @@ from ..keys import SEPARATOR
 from .fuse import ROOT_INO
 from .tree import VALUE_NAME
 
+_SUPERSEDED, _UNSURE, _REMOVED, _FILLED = 1, 2, 4, 8
+
+
+class _Flag:
+    """A boolean kept as one bit of its inode's ``_flags`` (one field for them all)."""
+
+    def __init__(self, bit: int) -> None:
+        self.bit = bit
+
+    def __get__(self, inode: Inode, owner: object = None) -> bool:
+        return bool(inode._flags & self.bit)
+
+    def __set__(self, inode: Inode, value: bool) -> None:
+        inode._flags = inode._flags | self.bit if value else inode._flags & ~self.bit
+
 
 class Inode:
     """An inode the kernel knows (``lookups`` > 0), or one kept open past its name. Kept small:
@@ -76,34 +91,14 @@ class Inode:
         """False once the name has a newer inode, or is gone: it then serves ``data`` only."""
         return not self._flags & _SUPERSEDED
 
-    @property
-    def unsure(self) -> bool:
-        """The kernel may hold older attributes than these: telling it failed while a reply
-        that makes the inode was on its way (see ``KernelCache.forget_attributes``)."""
-        return bool(self._flags & _UNSURE)
-
-    @unsure.setter
-    def unsure(self, value: bool) -> None:
-        self._flags = self._flags | _UNSURE if value else self._flags & ~_UNSURE
-
-    @property
-    def removed(self) -> bool:
-        """Its name was removed (unlinked, deleted by another client, renamed over): writers
-        still holding it commit nothing, as on a disk."""
-        return bool(self._flags & _REMOVED)
-
-    @removed.setter
-    def removed(self, value: bool) -> None:
-        self._flags = self._flags | _REMOVED if value else self._flags & ~_REMOVED
-
-    @property
-    def filled(self) -> bool:
-        """The kernel was given the pages of this version (or they are queued): not again."""
-        return bool(self._flags & _FILLED)
-
-    @filled.setter
-    def filled(self, value: bool) -> None:
-        self._flags = self._flags | _FILLED if value else self._flags & ~_FILLED
+    #: The kernel may hold older attributes than these: telling it failed while a reply that
+    #: makes the inode was on its way (see ``KernelCache.forget_attributes``).
+    unsure = _Flag(_UNSURE)
+    #: Its name was removed (unlinked, deleted by another client, renamed over): writers still
+    #: holding it commit nothing, as on a disk.
+    removed = _Flag(_REMOVED)
+    #: The kernel was given the pages of this version (or they are queued): not again.
+    filled = _Flag(_FILLED)
 
     def supersede(self, data: bytes | None) -> None:
         """No longer the name's current inode; it serves ``data`` from now on."""
@@ -127,8 +122,6 @@ class Inode:
             return path[: -len(VALUE_NAME) - 1]
         return path
 
-
-_SUPERSEDED, _UNSURE, _REMOVED, _FILLED = 1, 2, 4, 8
 
 
 class InodeTable:
