@@ -634,6 +634,28 @@ def test_a_file_being_written_is_given_to_the_kernel_as_committed(feed_mount: Mo
     assert read(written) == expected
 
 
+def test_pages_a_writer_s_open_dropped_are_given_to_the_kernel_again(feed_mount: Mount) -> None:
+    """A file's pages given ahead (with a sibling's read) are dropped when a writer opens it;
+    the next read next to it gives them again, as committed (Redis)."""
+    feed_mount.other.set_many(SIBLINGS)
+    directory = feed_mount.p("m/1")
+    eventually("the listing", lambda: sorted(os.listdir(directory)) == ["content", "index", "raw"])
+    first, *rest = os.listdir(directory)
+    assert read(directory / first) == SIBLINGS[f"m/1/{first}"].encode()
+    written = directory / rest[0]
+    eventually("the siblings in the kernel's pages", lambda: in_page_cache(written))
+    with open(written, "r+b") as writer:
+        writer.write(b"W")
+        writer.flush()
+        assert not in_page_cache(written), "the writer's open kept the pages: the test tests nothing"
+        with open(directory / first, "rb") as reread:  # its pages go: the next read is a READ
+            os.posix_fadvise(reread.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+        assert read(directory / first) == SIBLINGS[f"m/1/{first}"].encode()
+        eventually("the written file's pages again", lambda: in_page_cache(written))
+        assert read(written) == SIBLINGS[f"m/1/{rest[0]}"].encode()
+    assert read(written) == ("W" + SIBLINGS[f"m/1/{rest[0]}"][1:]).encode()
+
+
 def _shows_the_bots_change(mount: Mount) -> None:
     mount.other.set_many(SIBLINGS)
     directory = mount.p("m/1")

@@ -130,7 +130,8 @@ class Operations(fuse.Filesystem):
         self._listings: dict[int, list[tuple[str, bool]]] = {}  # directory streams being read
         self._watch: Watch | None = None
         self._listed: dict[int, list[Inode]] = {}  # the files of a directory's last listing reply
-        self._filling: dict[int, Inode] = {}  # files whose pages are queued for the kernel
+        #: Files whose pages are queued for the kernel: the inode, and its latest store's token.
+        self._filling: dict[int, tuple[Inode, object]] = {}
         #: Reads of keys under way for the change feed or a resync: one flag per read, set once
         #: the mount writes the key (what it wrote is newer than what the read returns).
         self._outside_reads: dict[str, list[list[bool]]] = {}
@@ -325,9 +326,13 @@ class Operations(fuse.Filesystem):
         """The pages given to the kernel are no longer ``inode``'s version: a store still
         queued is followed by dropping them (the attributes were dropped at once, before it)."""
         inode.filled = False
-        if self._filling.get(inode.ino) is inode:
+        if self._queued(inode):
             del self._filling[inode.ino]
             self.kernel.forget_contents(inode.ino)
+
+    def _queued(self, inode: Inode) -> bool:
+        queued = self._filling.get(inode.ino)
+        return queued is not None and queued[0] is inode
 
     def _fill_siblings(self, inode: Inode) -> None:
         """Give the kernel the pages of files next to ``inode`` that it holds, whose values the
@@ -351,22 +356,24 @@ class Operations(fuse.Filesystem):
                 continue
             file.digest = value.digest
             file.filled = True
-            self._filling[file.ino] = file
+            token = object()
+            self._filling[file.ino] = (file, token)
             wanted = functools.partial(self._fills, file, value.digest)
-            done = functools.partial(self._filled_out, file)
+            done = functools.partial(self._filled_out, file.ino, token)
             self.kernel.fill_pages(file.ino, value.data, wanted, done)
             queued += 1
         return queued
 
     def _fills(self, inode: Inode, version: int) -> bool:
         with self.lock:
-            return (self._filling.get(inode.ino) is inode and self.inodes.get(inode.ino) is inode
+            return (self._queued(inode) and self.inodes.get(inode.ino) is inode
                     and inode.current and inode.digest == version)
 
-    def _filled_out(self, inode: Inode) -> None:
+    def _filled_out(self, ino: int, token: object) -> None:
         with self.lock:
-            if self._filling.get(inode.ino) is inode:
-                del self._filling[inode.ino]
+            queued = self._filling.get(ino)
+            if queued is not None and queued[1] is token:  # no later store of it is queued
+                del self._filling[ino]
 
     def _pages_held(self, inode: Inode) -> bool:
         """True when a reader may hold the kernel's pages of ``inode``'s old version.
@@ -480,7 +487,7 @@ class Operations(fuse.Filesystem):
 
     def forget(self, forgets: list[tuple[int, int]]) -> None:
         with self.lock:
-            filling = [inode for ino, _ in forgets if (inode := self._filling.get(ino)) is not None]
+            filling = [queued[0] for ino, _ in forgets if (queued := self._filling.get(ino)) is not None]
             self.inodes.forget_many(forgets)
             for inode in filling:
                 if self.inodes.get(inode.ino) is not inode:
@@ -631,10 +638,13 @@ class Operations(fuse.Filesystem):
             if writable:  # O_TRUNC comes next, as a truncation (no atomic O_TRUNC: see init)
                 handle = Handle(inode, base, writable=True, append=bool(flags & os.O_APPEND))
                 handle.pending = bytearray() if handle.append else bytearray(base.data)
+                inode.filled = False  # no keep_cache: the kernel drops the file's pages at this open
                 return Opened(self.handles.add(handle), direct_io=True)
             same = inode.current and inode.digest in (None, base.digest) and inode.size == len(base.data)
             if same:
                 inode.digest = base.digest
+            else:
+                inode.filled = False  # no keep_cache: the kernel drops the file's pages at this open
             handle = Handle(inode, base, writable=False, page_cached=same)
             return Opened(self.handles.add(handle), direct_io=not same, keep_cache=same, noflush=True)
 
