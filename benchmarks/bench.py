@@ -63,6 +63,7 @@ PREFIX = "wa:default"
 BIG_PREFIX = "wa:big"
 EMPTY_PREFIX = "wa:empty"
 WIDE = "bench/wide"
+REST_SECONDS = 2.0  # after a cold walk, before its memory is read: longer than wafs' QUIET_SECONDS
 EXIT_WAIT = 120.0  # seconds a daemon may take to exit after its unmount before it is killed
 
 
@@ -403,6 +404,9 @@ def phase(config: Config, op: str, env: Env, round_number: int) -> dict[str, Any
                 record[warmth] = run_op(op, where.root, env.dest, where.pid, env,
                                         store=config.target == "redis")
                 record[f"rss_{warmth}_kib"] = vm_kib(where.pid, "VmRSS")
+                if warmth == "cold" and where.pid is not None:
+                    time.sleep(REST_SECONDS)  # the daemon returns what the walk freed once idle
+                    record["rss_rest_kib"] = vm_kib(where.pid, "VmRSS")
             record["hwm_kib"] = vm_kib(where.pid, "VmHWM")
     except Exception as exc:  # a mount that fails is a result too; the next phase goes on
         log(f"r{round_number} {config.name} {op}: {exc}")
@@ -799,30 +803,33 @@ def targets_table(s: Summary) -> list[str]:
 
 def memory_per_key(s: Summary, config: str) -> tuple[float, float] | None:
     """(tree, tree + inode table) bytes per key: VmRSS after mount + ls and after a cold ``find``
-    (the kernel looked up every file), less the empty daemon's VmRSS."""
-    empty = s.empty.get(config)
-    tree = med([p["rss_mount_kib"] for p in s.phases if p["config"] == config and p.get("rss_mount_kib")])
-    full = med([p["rss_cold_kib"] for p in s.phases if p["config"] == config and p["op"] == "find"
-                and p.get("rss_cold_kib")])
+    (the kernel looked up every file) once the daemon is at rest, less the empty daemon's VmRSS."""
+    empty, tree, full = s.empty.get(config), _rss(s, config, "rss_mount_kib"), _rss(s, config, "rss_rest_kib")
     if not empty or tree is None or not s.keys:
         return None
     return (tree - empty) * 1024 / s.keys, ((full if full is not None else tree) - empty) * 1024 / s.keys
 
 
+def _rss(s: Summary, config: str, field: str) -> float | None:
+    """The median of a memory field over ``config``'s phases (for the cold figures, its ``find``)."""
+    return med([p[field] for p in s.phases if p["config"] == config and p.get(field)
+                and (field == "rss_mount_kib" or p["op"] == "find")])
+
+
 def memory_table(s: Summary) -> list[str]:
     lines = ["| daemon | keys | empty daemon VmRSS | VmRSS after mount + `ls` | after cold `find` "
-             "| VmHWM at end (max) | B/key: tree | B/key: tree + inodes |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"| {REST_SECONDS:g} s later, at rest | VmHWM at end (max) "
+             "| B/key: tree | B/key: tree + inodes |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for config in s.configs:
         if config not in s.empty:
             continue
-        tree = med([p["rss_mount_kib"] for p in s.phases if p["config"] == config and p.get("rss_mount_kib")])
-        full = med([p["rss_cold_kib"] for p in s.phases if p["config"] == config and p["op"] == "find"
-                    and p.get("rss_cold_kib")])
         hwm = max((p.get("hwm_kib", 0) for p in s.phases if p["config"] == config), default=0)
         per_key = memory_per_key(s, config) or (0.0, 0.0)
-        lines.append(f"| {config_named(config).title} | {s.keys} | {mib(s.empty[config])} | {mib(tree)} | "
-                     f"{mib(full)} | {mib(hwm)} | {per_key[0]:.0f} | {per_key[1]:.0f} |")
+        lines.append(f"| {config_named(config).title} | {s.keys} | {mib(s.empty[config])} | "
+                     f"{mib(_rss(s, config, 'rss_mount_kib'))} | {mib(_rss(s, config, 'rss_cold_kib'))} | "
+                     f"{mib(_rss(s, config, 'rss_rest_kib'))} | {mib(hwm)} | "
+                     f"{per_key[0]:.0f} | {per_key[1]:.0f} |")
     return lines
 
 

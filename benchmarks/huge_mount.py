@@ -28,6 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the tests' private servers: tests/servers.py
 
+from benchmarks.bench import REST_SECONDS  # noqa: E402
+
 WAFS = Path(sys.executable).parent / "wafs"
 PREFIX = "wa:huge"
 PER_CHAT = 250
@@ -94,6 +96,7 @@ def one_round(url: str, mountpoint: Path, work: Path) -> dict[str, float]:
                                capture_output=True, text=True).stdout.strip()
         result["find"] = time.perf_counter() - started
         result["files"] = int(found)
+        time.sleep(REST_SECONDS)  # the daemon returns what the walk freed once idle
         result["rss_inodes_mib"] = vm_kib(pid, "VmRSS") / 1024
     finally:
         started = time.perf_counter()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -84,6 +85,60 @@ def test_a_directory_holds_each_name_once_however_many_it_holds(names: int) -> N
     assert "f0" not in kept and "f2" not in kept and kept["f1"] is files[-1] and not newer.current
     assert table.find(table.root, "moved", is_dir=False) is files[2]
     assert [inode.name for inode in d.first_held(2)] == [inode.name for inode in d.held_children()[:2]]
+
+
+def test_the_table_finds_every_inode_it_holds_through_many_forgets_and_reused_rows() -> None:
+    rng = random.Random(7)
+    table = InodeTable(0)
+    directories = [table.child(table.root, f"d{n}", is_dir=True) for n in range(3)]
+    held: dict[int, str] = {}  # number -> path of every file inode the kernel holds
+    current: dict[tuple[int, str], int] = {}  # (directory, name) -> number of the current inode
+    for _ in range(5000):
+        directory, name, action = rng.randrange(3), f"f{rng.randrange(40)}", rng.random()
+        if action < 0.5 or not held:
+            inode = table.child(directories[directory], name, is_dir=False)
+            inode.lookups += 1
+            held[inode.ino] = inode.path
+            current[directory, name] = inode.ino
+            continue
+        number = rng.choice(sorted(held))
+        inode = table.get(number)
+        assert inode is not None and inode.path == held[number]
+        place = (int(inode.path[1]), inode.name)
+        if action < 0.8:
+            table.forget(number, inode.lookups)
+            del held[number]
+        else:
+            table.supersede(inode, None)
+        if current.get(place) == number:
+            del current[place]
+    assert len(table) == 1 + len(directories) + len(held)
+    for number, path in held.items():
+        found = table.get(number)
+        assert found is not None and found.path == path
+    for directory, d in enumerate(directories):
+        names = sorted(name for (where, name) in current if where == directory)
+        assert sorted(inode.name for inode in d.held_children()) == names
+        for name in names:
+            found = table.find(d, name, is_dir=False)
+            assert found is not None and found.ino == current[directory, name]
+
+
+def test_an_inode_kept_past_its_directory_and_its_number_keeps_its_path() -> None:
+    table = InodeTable(0)
+    directory = table.child(table.root, "d", is_dir=True)
+    file = table.child(directory, "f", is_dir=False)
+    directory.lookups = file.lookups = 1
+    table.supersede(file, b"old bytes")  # renamed over while a process holds it open
+    forgotten = table.child(table.root, "g", is_dir=False)
+    forgotten.lookups = 1
+    table.forget(directory.ino, 1)
+    table.forget(forgotten.ino, 1)
+    del directory
+    made = [table.child(table.root, f"x{n}", is_dir=False) for n in range(100)]  # rows freed are reused
+    assert file.path == "d/f" and file.data == b"old bytes"
+    assert forgotten.key == "g" and table.get(forgotten.ino) is None
+    assert len({inode.ino for inode in made}) == 100
 
 
 def test_the_value_cache_stays_within_its_bound() -> None:

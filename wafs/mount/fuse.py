@@ -218,6 +218,14 @@ _lib = _load()
 _libc = ctypes.CDLL(None)
 _libc.free.argtypes = [ctypes.c_void_p]
 _libc.free.restype = None
+_malloc_trim = getattr(_libc, "malloc_trim", None)  # glibc's; other C libraries may lack it
+#: Seconds without a request after which the daemon returns the memory it freed to the system.
+QUIET_SECONDS = 1
+
+
+def _return_free_memory() -> None:
+    if _malloc_trim is not None:
+        _malloc_trim(0)
 
 FUSE_CAP_READDIRPLUS = 1 << 13
 FUSE_CAP_READDIRPLUS_AUTO = 1 << 14
@@ -504,7 +512,12 @@ class Session:
         After each answer the thread keeps asking for the next request for ``spin`` seconds
         (yielding the CPU between tries) before it sleeps: a tool walking the tree sends the
         next one within microseconds, and a sleeping thread is woken by an interrupt to its
-        CPU, which on a VM costs more than serving the request. Idle, it costs nothing."""
+        CPU, which on a VM costs more than serving the request. Idle, it costs nothing.
+
+        Once the kernel has sent nothing for ``QUIET_SECONDS`` after some requests, the memory
+        they freed goes back to the system: a tree walk reads and drops many values, and the C
+        allocator keeps the holes they leave (a third of the daemon's resident memory after a
+        cold ``find`` of the medium session) until asked to return them."""
         try:
             result = self._serve(spin)
             if result not in (0,) and result != -errno.ENODEV:
@@ -530,20 +543,25 @@ class Session:
         clock, pause = time.perf_counter, os.sched_yield
         spin_until = 0.0
         result = 0
+        served = False  # requests were answered since the memory was last returned
         try:
             while not exited(se):
                 result = receive(se, pointer)
                 if result == -errno.EAGAIN:
                     if clock() < spin_until:
                         pause()
-                    else:
+                    elif not served:
                         readable.poll()
+                    elif not readable.poll(QUIET_SECONDS * 1000):
+                        served = False
+                        _return_free_memory()
                     continue
                 if result == -errno.EINTR:
                     continue
                 if result <= 0:
                     break
                 process(se, pointer)
+                served = True
                 spin_until = clock() + spin
         finally:
             _libc.free(request.mem)

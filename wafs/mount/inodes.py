@@ -9,111 +9,153 @@ value, as after a rename over a file on a disk, and the next lookup of the name 
 new one. Inode numbers are a hash of the path (the next free number when a superseded version
 still holds it), so an unchanged file keeps its ``st_ino`` however often the kernel forgets
 and finds it again while the daemon runs.
+
+A tree walk makes an inode of every file, so the table keeps them as columns (one array per
+field, an inode being a row) rather than as an object each: about 80 bytes per inode instead
+of 240. :class:`Inode` is a view of one row, made when a request needs it and dropped after;
+while any view of a row lives, every lookup of that row returns the same view, and the row is
+not reused.
 """
 
 from __future__ import annotations
 
 import itertools
+import threading
+import weakref
+from array import array
 from collections.abc import Iterable, Iterator
 
 from ..keys import SEPARATOR
 from .fuse import ROOT_INO
 from .tree import VALUE_NAME
 
-_SUPERSEDED, _UNSURE, _REMOVED, _FILLED = 1, 2, 4, 8
+_SUPERSEDED, _UNSURE, _REMOVED, _FILLED, _DIR, _DIGESTED, _FORGOTTEN = 1, 2, 4, 8, 16, 32, 64
+_NONE = -1  # no row: no parent, no next or first child, an empty cell of the number index
+_UNLINKED = -2  # in the ``previous`` column: the row is not among its parent's held names
+_ROOT_ROW = 0
 
 
 class _Flag:
-    """A boolean kept as one bit of its inode's ``_flags`` (one field for them all)."""
+    """A boolean kept as one bit of its inode's row of flags."""
 
     def __init__(self, bit: int) -> None:
         self.bit = bit
 
     def __get__(self, inode: Inode, owner: object = None) -> bool:
-        return bool(inode._flags & self.bit)
+        return bool(inode.table._flags[inode.row] & self.bit)
 
     def __set__(self, inode: Inode, value: bool) -> None:
-        inode._flags = inode._flags | self.bit if value else inode._flags & ~self.bit
+        flags = inode.table._flags
+        flags[inode.row] = flags[inode.row] | self.bit if value else flags[inode.row] & ~self.bit
+
+
+class _Column:
+    """A number kept in one of the table's columns."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.column = f"_{name}"
+
+    def __get__(self, inode: Inode, owner: object = None) -> int:
+        column: array[int] = getattr(inode.table, self.column)
+        return column[inode.row]
+
+    def __set__(self, inode: Inode, value: int) -> None:
+        column: array[int] = getattr(inode.table, self.column)
+        column[inode.row] = value
 
 
 class Inode:
-    """An inode the kernel knows (``lookups`` > 0), or one kept open past its name. Kept small:
-    a tree walk makes one per file."""
+    """An inode the kernel knows (``lookups`` > 0), or one kept open past its name: a view of
+    its row in :class:`InodeTable`."""
 
-    __slots__ = ("ino", "parent", "name", "lookups", "size", "digest", "data", "mtime_ns", "children",
-                 "_flags")
+    __slots__ = ("table", "row", "__weakref__")
 
-    def __init__(self, ino: int, parent: Inode | None, name: str, is_dir: bool) -> None:
-        self.ino = ino
-        self.parent = parent
-        self.name = name
-        self.lookups = 0
-        #: For a file: the size the kernel was told, and the digest of the version it stands for
-        #: (None: no byte of it was read yet, so any version may still become this inode's).
-        self.size = 0
-        self.digest: int | None = None
-        #: The bytes of its version, where the daemon keeps them (one no longer current, a chat).
-        self.data: bytes | None = None
-        self.mtime_ns = 0
-        #: For a directory: the current inodes of the names in it that the kernel holds, in a
-        #: list while there are few (a dict of three costs twice a list of three).
-        self.children: list[Inode] | dict[str, Inode] | None = [] if is_dir else None
-        self._flags = 0
+    def __init__(self, table: InodeTable, row: int) -> None:
+        self.table = table
+        self.row = row
+
+    ino = _Column()
+    lookups = _Column()
+    #: For a file: the size the kernel was told.
+    size = _Column()
+    mtime_ns = _Column()
+    #: Its name was removed (unlinked, deleted by another client, renamed over): writers still
+    #: holding it commit nothing, as on a disk.
+    removed = _Flag(_REMOVED)
+    #: The kernel may hold older attributes than these: telling it failed while a reply that
+    #: makes the inode was on its way (see ``KernelCache.forget_attributes``).
+    unsure = _Flag(_UNSURE)
+    #: The kernel was given the pages of this version (or they are queued): not again.
+    filled = _Flag(_FILLED)
+
+    @property
+    def name(self) -> str:
+        return self.table._names[self.row]
+
+    @property
+    def parent(self) -> Inode | None:
+        parent = self.table._parents[self.row]
+        return None if parent == _NONE else self.table._view(parent)
+
+    @parent.setter
+    def parent(self, parent: Inode | None) -> None:
+        self.table._reparent(self.row, _NONE if parent is None else parent.row)
+
+    @property
+    def digest(self) -> int | None:
+        """For a file, the digest of the version it stands for (None: no byte of it was read
+        yet, so any version may still become this inode's)."""
+        table, row = self.table, self.row
+        return table._digests[row] if table._flags[row] & _DIGESTED else None
+
+    @digest.setter
+    def digest(self, digest: int | None) -> None:
+        table, row = self.table, self.row
+        if digest is None:
+            table._flags[row] &= ~_DIGESTED
+        else:
+            table._digests[row] = digest
+            table._flags[row] |= _DIGESTED
+
+    @property
+    def data(self) -> bytes | None:
+        """The bytes of its version, where the daemon keeps them (one no longer current, a chat)."""
+        return self.table._data.get(self.row)
+
+    @data.setter
+    def data(self, data: bytes | None) -> None:
+        if data is None:
+            self.table._data.pop(self.row, None)
+        else:
+            self.table._data[self.row] = data
 
     @property
     def is_dir(self) -> bool:
-        return self.children is not None
-
-    def held(self, name: str) -> Inode | None:
-        """The current inode of ``name`` in this directory, if the kernel holds one."""
-        children = self.children
-        if isinstance(children, list):
-            for child in children:
-                if child.name == name:
-                    return child
-            return None
-        return None if children is None else children.get(name)
-
-    def held_children(self) -> list[Inode]:
-        """The current inodes of the names in this directory that the kernel holds."""
-        children = self.children
-        if isinstance(children, dict):
-            return list(children.values())
-        return [] if children is None else list(children)
-
-    def first_held(self, count: int) -> Iterator[Inode]:
-        """At most ``count`` of :meth:`held_children`, without copying them all."""
-        children = self.children
-        return itertools.islice(children.values() if isinstance(children, dict) else children or (), count)
+        return bool(self.table._flags[self.row] & _DIR)
 
     @property
     def current(self) -> bool:
         """False once the name has a newer inode, or is gone: it then serves ``data`` only."""
-        return not self._flags & _SUPERSEDED
+        return not self.table._flags[self.row] & _SUPERSEDED
 
-    #: The kernel may hold older attributes than these: telling it failed while a reply that
-    #: makes the inode was on its way (see ``KernelCache.forget_attributes``).
-    unsure = _Flag(_UNSURE)
-    #: Its name was removed (unlinked, deleted by another client, renamed over): writers still
-    #: holding it commit nothing, as on a disk.
-    removed = _Flag(_REMOVED)
-    #: The kernel was given the pages of this version (or they are queued): not again.
-    filled = _Flag(_FILLED)
+    def held(self, name: str) -> Inode | None:
+        """The current inode of ``name`` in this directory, if the kernel holds one."""
+        row = self.table._held(self.row, name)
+        return None if row == _NONE else self.table._view(row)
 
-    def supersede(self, data: bytes | None) -> None:
-        """No longer the name's current inode; it serves ``data`` from now on."""
-        self._flags |= _SUPERSEDED
-        self.data = data
+    def held_children(self) -> list[Inode]:
+        """The current inodes of the names in this directory that the kernel holds."""
+        view = self.table._view
+        return [view(row) for row in self.table._held_rows(self.row)]
+
+    def first_held(self, count: int) -> Iterator[Inode]:
+        """At most ``count`` of :meth:`held_children`, without copying them all."""
+        return map(self.table._view, itertools.islice(self.table._held_rows(self.row), count))
 
     @property
     def path(self) -> str:
         """The tree path (``""`` for the root, ``dir/__value__`` for a directory's own value)."""
-        names = []
-        node: Inode | None = self
-        while node is not None and node.ino != ROOT_INO:
-            names.append(node.name)
-            node = node.parent
-        return SEPARATOR.join(reversed(names))
+        return self.table._path(self.row)
 
     @property
     def key(self) -> str:
@@ -123,62 +165,88 @@ class Inode:
         return path
 
 
-
 class InodeTable:
-    """Inode numbers to :class:`Inode`, with the kernel's lookup counts. Not thread-safe:
-    the operations hold their lock around every call."""
+    """Inode numbers to :class:`Inode`, with the kernel's lookup counts. Not thread-safe (the
+    operations hold their lock around every call), but a row has one view whatever thread asks.
+
+    A row is freed once the kernel forgot its inode, no view of it lives and no other row has
+    it as parent (a file kept open past its directory still has a path).
+    """
 
     def __init__(self, mtime_ns: int) -> None:
-        self.root = Inode(ROOT_INO, None, "", is_dir=True)
+        self._ino = array("Q")
+        self._lookups = array("i")
+        self._size = array("q")
+        self._mtime_ns = array("q")
+        self._digests = array("q")
+        self._parents = array("i")
+        self._dependents = array("i")  # rows whose parent this row is
+        self._first = array("i")  # a directory's held names: a list linked through the rows
+        self._next = array("i")
+        self._previous = array("i")
+        self._flags = bytearray()
+        self._names: list[str] = []
+        self._data: dict[int, bytes] = {}
+        self._named: dict[int, dict[str, int]] = {}  # rows of the names of a directory holding many
+        self._free = array("i")
+        self._unreleased: list[int] = []  # rows to free once no view of them lives
+        self._views: weakref.WeakValueDictionary[int, Inode] = weakref.WeakValueDictionary()
+        self._viewing = threading.Lock()
+        self._index = array("i", [_NONE]) * 64  # rows by number: open addressing, linear probes
+        self._indexed = 0
+        root = self._new(ROOT_INO, _NONE, "", is_dir=True)
+        self.root = self._view(root)
         self.root.lookups = 1
         self.root.mtime_ns = mtime_ns
-        self._inodes: dict[int, Inode] = {ROOT_INO: self.root}
 
     def get(self, ino: int) -> Inode | None:
-        return self._inodes.get(ino)
+        row = self._index[self._cell(ino)]
+        return None if row == _NONE else self._view(row)
 
     def __iter__(self) -> Iterator[Inode]:
-        return iter(list(self._inodes.values()))
+        return iter([self._view(row) for row in self._index if row != _NONE])
 
     def __len__(self) -> int:
-        return len(self._inodes)
+        return self._indexed
 
     def find(self, parent: Inode, name: str, is_dir: bool) -> Inode | None:
         """The current inode of ``name`` in ``parent``, if the kernel holds one."""
-        found = parent.held(name)
-        return found if found is not None and found.is_dir == is_dir else None
+        row = self._held(parent.row, name)
+        return self._view(row) if row != _NONE and bool(self._flags[row] & _DIR) == is_dir else None
 
     def child(self, parent: Inode, name: str, is_dir: bool, path: str | None = None) -> Inode:
         """The current inode of ``name`` in ``parent``, made when the kernel has none (a name
         that changed between file and directory gets a new inode). ``path``: its path, when
         the caller has it."""
-        found = parent.held(name)
-        if found is not None:
-            if found.is_dir == is_dir:
-                return found
-            self.supersede(found, None)
+        found = self._held(parent.row, name)
+        if found != _NONE:
+            if bool(self._flags[found] & _DIR) == is_dir:
+                return self._view(found)
+            self.supersede(self._view(found), None)
         ino = self._number(path if path is not None else _join(parent.path, name), is_dir)
-        while ino in self._inodes:  # a superseded version still held, or a hash collision
+        while self._index[self._cell(ino)] != _NONE:  # a superseded version still held, or a collision
             ino = ino + 1 if ino < _INO_MASK else 2
-        inode = Inode(ino, parent, name, is_dir)
-        self._inodes[ino] = inode
-        _hold(parent, inode)
-        return inode
+        row = self._new(ino, parent.row, name, is_dir)
+        self._hold(parent.row, row)
+        return self._view(row)
 
     def forget(self, ino: int, count: int) -> None:
         self.forget_many([(ino, count)])
 
     def forget_many(self, forgets: Iterable[tuple[int, int]]) -> None:
         """The kernel dropped ``count`` lookups of each ``ino`` (an unmount: every inode)."""
-        inodes = self._inodes
+        lookups = self._lookups
         for ino, count in forgets:
-            inode = inodes.get(ino)
-            if inode is None or ino == ROOT_INO:
+            cell = self._cell(ino)
+            row = self._index[cell]
+            if row == _NONE or ino == ROOT_INO:
                 continue
-            inode.lookups -= count
-            if inode.lookups <= 0:
-                del inodes[ino]
-                self._detach(inode)
+            lookups[row] -= count
+            if lookups[row] <= 0:
+                self._unindex(cell)
+                self._detach(row)
+                self._flags[row] |= _FORGOTTEN
+                self._release(row)
 
     def supersede(self, inode: Inode, data: bytes | None) -> None:
         """The name of ``inode`` has a new version, or is gone: the next lookup gets a new
@@ -186,29 +254,180 @@ class InodeTable:
         them) until the kernel forgets it."""
         if not inode.current:
             return
-        inode.supersede(data)
-        self._detach(inode)
+        self._flags[inode.row] |= _SUPERSEDED
+        inode.data = data
+        self._detach(inode.row)
 
     def move(self, inode: Inode, parent: Inode, name: str) -> None:
         """``inode`` was renamed over whatever ``parent`` held as ``name`` (the caller
         superseded that): it keeps its number, as the kernel moved its entry."""
-        self._detach(inode)
-        inode.parent, inode.name = parent, name
-        _hold(parent, inode)
+        self._reparent(inode.row, parent.row)
+        self._names[inode.row] = name
+        self._hold(parent.row, inode.row)
 
-    @staticmethod
-    def _detach(inode: Inode) -> None:
-        parent = inode.parent
-        if parent is None:
+    # --- rows -----------------------------------------------------------------------------------
+
+    def _view(self, row: int) -> Inode:
+        view = self._views.get(row)
+        if view is None:
+            with self._viewing:  # one view per row, whichever thread asks first
+                view = self._views.get(row)
+                if view is None:
+                    view = self._views[row] = Inode(self, row)
+        return view
+
+    def _new(self, ino: int, parent: int, name: str, is_dir: bool) -> int:
+        if self._unreleased:
+            self._release_unviewed()
+        flags = _DIR if is_dir else 0
+        if self._free:
+            row = self._free.pop()
+            self._ino[row], self._lookups[row], self._size[row], self._mtime_ns[row] = ino, 0, 0, 0
+            self._parents[row], self._dependents[row], self._flags[row] = parent, 0, flags
+            self._first[row] = self._next[row] = _NONE
+            self._previous[row] = _UNLINKED
+            self._names[row] = name
+        else:
+            row = len(self._names)
+            for column, value in ((self._ino, ino), (self._lookups, 0), (self._size, 0), (self._mtime_ns, 0),
+                                  (self._digests, 0), (self._parents, parent), (self._dependents, 0),
+                                  (self._first, _NONE), (self._next, _NONE), (self._previous, _UNLINKED)):
+                column.append(value)
+            self._flags.append(flags)
+            self._names.append(name)
+        if parent != _NONE:
+            self._dependents[parent] += 1
+        self._insert(ino, row)
+        return row
+
+    def _release(self, row: int) -> None:
+        """Free ``row`` if nothing needs it any more (its inode forgotten, no view, no row
+        below it); then its parent, if that was all it waited for."""
+        while row != _NONE and self._flags[row] & _FORGOTTEN and not self._dependents[row]:
+            if row in self._views:
+                self._unreleased.append(row)
+                return
+            parent = self._parents[row]
+            self._data.pop(row, None)
+            self._named.pop(row, None)
+            self._names[row] = ""
+            self._flags[row] = 0
+            self._free.append(row)
+            if parent != _NONE:
+                self._dependents[parent] -= 1
+            row = parent
+
+    def _release_unviewed(self) -> None:
+        waiting, self._unreleased = self._unreleased, []
+        for row in waiting:
+            self._release(row)
+
+    def _reparent(self, row: int, parent: int) -> None:
+        self._detach(row)
+        old = self._parents[row]
+        self._parents[row] = parent
+        if parent != _NONE:
+            self._dependents[parent] += 1
+        if old != _NONE:
+            self._dependents[old] -= 1
+            self._release(old)
+
+    def _path(self, row: int) -> str:
+        names, parents = self._names, self._parents
+        reversed_names = []
+        while row > _ROOT_ROW:
+            reversed_names.append(names[row])
+            row = parents[row]
+        return SEPARATOR.join(reversed(reversed_names))
+
+    # --- a directory's held names ----------------------------------------------------------------
+
+    def _held(self, directory: int, name: str) -> int:
+        named = self._named.get(directory)
+        if named is not None:
+            return named.get(name, _NONE)
+        names, following = self._names, self._next
+        row = self._first[directory]
+        while row != _NONE:
+            if names[row] == name:
+                return row
+            row = following[row]
+        return _NONE
+
+    def _held_rows(self, directory: int) -> Iterator[int]:
+        following = self._next
+        row = self._first[directory]
+        while row != _NONE:
+            after = following[row]  # read first: the caller may detach ``row``
+            yield row
+            row = after
+
+    def _hold(self, directory: int, row: int) -> None:
+        """``row`` is the current inode of its name in ``directory`` (the caller detached any other)."""
+        name = self._names[row]
+        held = self._held(directory, name)
+        if held != _NONE:
+            self._detach(held)
+        first = self._first[directory]
+        self._next[row], self._previous[row] = first, _NONE
+        if first != _NONE:
+            self._previous[first] = row
+        self._first[directory] = row
+        named = self._named.get(directory)
+        if named is not None:
+            named[name] = row
+        elif next(itertools.islice(self._held_rows(directory), LISTED_CHILDREN, None), _NONE) != _NONE:
+            self._named[directory] = {self._names[held]: held for held in self._held_rows(directory)}
+
+    def _detach(self, row: int) -> None:
+        previous = self._previous[row]
+        if previous == _UNLINKED:
             return
-        children = parent.children
-        if isinstance(children, list):
-            for position, child in enumerate(children):
-                if child is inode:
-                    del children[position]
-                    return
-        elif children is not None and children.get(inode.name) is inode:
-            del children[inode.name]
+        directory, following = self._parents[row], self._next[row]
+        if previous == _NONE:
+            self._first[directory] = following
+        else:
+            self._next[previous] = following
+        if following != _NONE:
+            self._previous[following] = previous
+        self._previous[row], self._next[row] = _UNLINKED, _NONE
+        named = self._named.get(directory)
+        if named is not None and named.get(self._names[row]) == row:
+            del named[self._names[row]]
+
+    # --- rows by number ----------------------------------------------------------------------------
+
+    def _cell(self, ino: int) -> int:
+        """The index cell that holds ``ino``'s row, or the empty one where it would go."""
+        index, numbers = self._index, self._ino
+        mask = len(index) - 1
+        cell = ino & mask
+        while (row := index[cell]) != _NONE and numbers[row] != ino:
+            cell = (cell + 1) & mask
+        return cell
+
+    def _insert(self, ino: int, row: int) -> None:
+        self._index[self._cell(ino)] = row
+        self._indexed += 1
+        if self._indexed * 2 > len(self._index):
+            rows = [row for row in self._index if row != _NONE]
+            self._index = array("i", [_NONE]) * (len(self._index) * 2)
+            for row in rows:
+                self._index[self._cell(self._ino[row])] = row
+
+    def _unindex(self, cell: int) -> None:
+        """Empty ``cell``, moving back the rows whose probe passed it (no tombstones)."""
+        index, numbers = self._index, self._ino
+        mask = len(index) - 1
+        index[cell] = _NONE
+        self._indexed -= 1
+        hole, cell = cell, (cell + 1) & mask
+        while (row := index[cell]) != _NONE:
+            home = numbers[row] & mask
+            if (cell - home) & mask >= (cell - hole) & mask:
+                index[hole], index[cell] = row, _NONE
+                hole = cell
+            cell = (cell + 1) & mask
 
     @staticmethod
     def _number(path: str, is_dir: bool) -> int:
@@ -218,23 +437,9 @@ class InodeTable:
         return number if number > ROOT_INO else number + 2
 
 
-#: 60 bits: a Python int of two 30-bit digits, 8 bytes less than one of 63 (one per inode).
-_INO_MASK = (1 << 60) - 1
-#: A directory keeps the inodes of its names in a list up to this many, then in a dict.
+_INO_MASK = (1 << 63) - 1
+#: A directory finds the inodes of its names by walking them up to this many, then by a dict.
 LISTED_CHILDREN = 8
-
-
-def _hold(parent: Inode, inode: Inode) -> None:
-    """``inode`` is the current inode of its name in ``parent`` (the caller detached any other)."""
-    children = parent.children
-    assert children is not None
-    if isinstance(children, list):
-        children[:] = [child for child in children if child.name != inode.name]
-        if len(children) < LISTED_CHILDREN:
-            children.append(inode)
-            return
-        children = parent.children = {child.name: child for child in children}
-    children[inode.name] = inode
 
 
 def _join(directory: str, name: str) -> str:
