@@ -141,6 +141,20 @@ def test_an_inode_kept_past_its_directory_and_its_number_keeps_its_path() -> Non
     assert len({inode.ino for inode in made}) == 100
 
 
+def test_rows_forgotten_while_viewed_are_reused_once_their_views_are_gone() -> None:
+    table = InodeTable(0)
+    rows = []
+    held = None
+    for number in range(2000):
+        inode = table.child(table.root, f"f{number}", is_dir=False)
+        inode.lookups = 1
+        table.forget(inode.ino, 1)  # forgotten while this loop still holds a view of it
+        rows.append(inode.row)
+        held = inode
+    assert held is not None and held.name == "f1999"
+    assert len(table) == 1 and max(rows) < 200, "the rows of forgotten inodes were never reused"
+
+
 def test_the_value_cache_stays_within_its_bound() -> None:
     cache = ValueCache(max_bytes=100, ttl=60.0)
     for number in range(10):

@@ -190,6 +190,7 @@ class InodeTable:
         self._named: dict[int, dict[str, int]] = {}  # rows of the names of a directory holding many
         self._free = array("i")
         self._unreleased: list[int] = []  # rows to free once no view of them lives
+        self._unreleased_bound = _UNRELEASED_BOUND
         self._views: weakref.WeakValueDictionary[int, Inode] = weakref.WeakValueDictionary()
         self._viewing = threading.Lock()
         self._index = array("i", [_NONE]) * 64  # rows by number: open addressing, linear probes
@@ -277,7 +278,7 @@ class InodeTable:
         return view
 
     def _new(self, ino: int, parent: int, name: str, is_dir: bool) -> int:
-        if self._unreleased:
+        if len(self._unreleased) > self._unreleased_bound:
             self._release_unviewed()
         flags = _DIR if is_dir else 0
         if self._free:
@@ -321,6 +322,8 @@ class InodeTable:
         waiting, self._unreleased = self._unreleased, []
         for row in waiting:
             self._release(row)
+        # Rows whose views live on are tried again once as many more wait: O(1) per new row.
+        self._unreleased_bound = max(_UNRELEASED_BOUND, 2 * len(self._unreleased))
 
     def _reparent(self, row: int, parent: int) -> None:
         self._detach(row)
@@ -438,6 +441,7 @@ class InodeTable:
 
 
 _INO_MASK = (1 << 63) - 1
+_UNRELEASED_BOUND = 64
 #: A directory finds the inodes of its names by walking them up to this many, then by a dict.
 LISTED_CHILDREN = 8
 
