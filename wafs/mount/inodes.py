@@ -186,16 +186,19 @@ class InodeTable:
         self._previous = array("i")
         self._flags = bytearray()
         self._names: list[str] = []
+        self._rows = 0  # rows used so far, freed ones included; the columns have room for more
         self._data: dict[int, bytes] = {}
         self._named: dict[int, dict[str, int]] = {}  # rows of the names of a directory holding many
         self._free = array("i")
         self._unreleased: list[int] = []  # rows to free once no view of them lives
         self._unreleased_bound = _UNRELEASED_BOUND
-        self._views: weakref.WeakValueDictionary[int, Inode] = weakref.WeakValueDictionary()
+        # The views handed out, by row; those that died are swept out once as many more were made.
+        self._views: dict[int, weakref.ref[Inode]] = {}
+        self._views_bound = _VIEWS_BOUND
         self._viewing = threading.Lock()
         self._index = array("i", [_NONE]) * 64  # rows by number: open addressing, linear probes
         self._indexed = 0
-        root = self._new(ROOT_INO, _NONE, "", is_dir=True)
+        root = self._new(ROOT_INO, self._cell(ROOT_INO), _NONE, "", is_dir=True)
         self.root = self._view(root)
         self.root.lookups = 1
         self.root.mtime_ns = mtime_ns
@@ -225,9 +228,11 @@ class InodeTable:
                 return self._view(found)
             self.supersede(self._view(found), None)
         ino = self._number(path if path is not None else _join(parent.path, name), is_dir)
-        while self._index[self._cell(ino)] != _NONE:  # a superseded version still held, or a collision
+        cell = self._cell(ino)
+        while self._index[cell] != _NONE:  # a superseded version still held, or a collision
             ino = ino + 1 if ino < _INO_MASK else 2
-        row = self._new(ino, parent.row, name, is_dir)
+            cell = self._cell(ino)
+        row = self._new(ino, cell, parent.row, name, is_dir)
         self._hold(parent.row, row)
         return self._view(row)
 
@@ -269,15 +274,26 @@ class InodeTable:
     # --- rows -----------------------------------------------------------------------------------
 
     def _view(self, row: int) -> Inode:
-        view = self._views.get(row)
+        seen = self._views.get(row)
+        view = None if seen is None else seen()
         if view is None:
             with self._viewing:  # one view per row, whichever thread asks first
-                view = self._views.get(row)
+                seen = self._views.get(row)
+                view = None if seen is None else seen()
                 if view is None:
-                    view = self._views[row] = Inode(self, row)
+                    view = Inode(self, row)
+                    self._views[row] = weakref.ref(view)
+                    if len(self._views) > self._views_bound:
+                        self._views = {row: seen for row, seen in self._views.items() if seen() is not None}
+                        self._views_bound = max(_VIEWS_BOUND, 2 * len(self._views))
         return view
 
-    def _new(self, ino: int, parent: int, name: str, is_dir: bool) -> int:
+    def _viewed(self, row: int) -> bool:
+        seen = self._views.get(row)
+        return seen is not None and seen() is not None
+
+    def _new(self, ino: int, cell: int, parent: int, name: str, is_dir: bool) -> int:
+        """A row for a new inode, put in the empty index ``cell`` of its number."""
         if len(self._unreleased) > self._unreleased_bound:
             self._release_unviewed()
         flags = _DIR if is_dir else 0
@@ -289,23 +305,33 @@ class InodeTable:
             self._previous[row] = _UNLINKED
             self._names[row] = name
         else:
-            row = len(self._names)
-            for column, value in ((self._ino, ino), (self._lookups, 0), (self._size, 0), (self._mtime_ns, 0),
-                                  (self._digests, 0), (self._parents, parent), (self._dependents, 0),
-                                  (self._first, _NONE), (self._next, _NONE), (self._previous, _UNLINKED)):
-                column.append(value)
-            self._flags.append(flags)
-            self._names.append(name)
+            row = self._rows
+            if row == len(self._names):
+                self._add_rows()
+            self._rows += 1
+            self._ino[row], self._parents[row], self._flags[row], self._names[row] = ino, parent, flags, name
         if parent != _NONE:
             self._dependents[parent] += 1
-        self._insert(ino, row)
+        self._index[cell] = row
+        self._indexed += 1
+        if self._indexed * 2 > len(self._index):
+            self._grow_index()
         return row
+
+    def _add_rows(self) -> None:
+        """Room for :data:`_ROWS_ADDED` more rows, each as a new row starts."""
+        for column, value in ((self._ino, 0), (self._lookups, 0), (self._size, 0), (self._mtime_ns, 0),
+                              (self._digests, 0), (self._parents, _NONE), (self._dependents, 0),
+                              (self._first, _NONE), (self._next, _NONE), (self._previous, _UNLINKED)):
+            column.extend(array(column.typecode, [value]) * _ROWS_ADDED)
+        self._flags.extend(bytes(_ROWS_ADDED))
+        self._names.extend([""] * _ROWS_ADDED)
 
     def _release(self, row: int) -> None:
         """Free ``row`` if nothing needs it any more (its inode forgotten, no view, no row
         below it); then its parent, if that was all it waited for."""
         while row != _NONE and self._flags[row] & _FORGOTTEN and not self._dependents[row]:
-            if row in self._views:
+            if self._viewed(row):
                 self._unreleased.append(row)
                 return
             parent = self._parents[row]
@@ -409,14 +435,11 @@ class InodeTable:
             cell = (cell + 1) & mask
         return cell
 
-    def _insert(self, ino: int, row: int) -> None:
-        self._index[self._cell(ino)] = row
-        self._indexed += 1
-        if self._indexed * 2 > len(self._index):
-            rows = [row for row in self._index if row != _NONE]
-            self._index = array("i", [_NONE]) * (len(self._index) * 2)
-            for row in rows:
-                self._index[self._cell(self._ino[row])] = row
+    def _grow_index(self) -> None:
+        rows = [row for row in self._index if row != _NONE]
+        self._index = array("i", [_NONE]) * (len(self._index) * 2)
+        for row in rows:
+            self._index[self._cell(self._ino[row])] = row
 
     def _unindex(self, cell: int) -> None:
         """Empty ``cell``, moving back the rows whose probe passed it (no tombstones)."""
@@ -442,6 +465,8 @@ class InodeTable:
 
 _INO_MASK = (1 << 63) - 1
 _UNRELEASED_BOUND = 64
+_VIEWS_BOUND = 1024
+_ROWS_ADDED = 1024
 #: A directory finds the inodes of its names by walking them up to this many, then by a dict.
 LISTED_CHILDREN = 8
 
