@@ -232,16 +232,8 @@ class ChatsOperations(fuse.Filesystem):
     # --- inodes and attributes ------------------------------------------------------------------
 
     def _inode(self, ino: int) -> Inode:
-        """The inode of a request: the kernel holds it now, so a change it missed is told again."""
         with self.lock:
-            inode = self.inodes.get(ino)
-            if inode is None:
-                raise FuseError(errno.ESTALE)
-            if inode.unsure:
-                inode.unsure = not self.kernel.forget_attributes(ino)
-            if not inode.current and inode.parent is not None:  # the kernel may have got the
-                self.kernel.forget_entry(inode.parent.ino, inode.name)  # name after it was told
-            return inode
+            return self.kernel.in_use(self.inodes, ino)
 
     def _attributes(self, inode: Inode) -> Attributes:
         if inode.is_dir:

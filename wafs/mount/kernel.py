@@ -9,11 +9,17 @@ thread, in order. Attributes alone can be dropped from any thread at once
 
 from __future__ import annotations
 
+import errno
 import logging
 import queue
 import threading
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+from .fuse import FuseError
+
+if TYPE_CHECKING:
+    from .inodes import Inode, InodeTable
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +65,21 @@ class KernelCache:
         kernel uses the inode."""
         session = self._session
         return session is None or session.invalidate_inode(ino, -1, 0)
+
+    def in_use(self, inodes: InodeTable, ino: int) -> Inode:
+        """The inode a request names (``ESTALE`` once forgotten). The kernel holds it now, so
+        what it may have missed is told again: attributes not dropped while a reply that makes
+        the inode was on its way, and the name of an inode superseded since, which it may have
+        got after it was told."""
+        inode = inodes.get(ino)
+        if inode is None:
+            raise FuseError(errno.ESTALE)
+        if inode.unsure:
+            inode.unsure = not self.forget_attributes(ino)
+        parent = inode.parent
+        if not inode.current and parent is not None:
+            self.forget_entry(parent.ino, inode.name)
+        return inode
 
     def forget_contents(self, ino: int) -> None:
         """The kernel lists directory ``ino`` again, or reads file ``ino``'s pages again (and
