@@ -66,6 +66,52 @@ def test_a_renamed_inode_keeps_its_number_under_its_new_name() -> None:
     assert table.find(table.root, "f", is_dir=False) is None
 
 
+def test_a_listing_counts_one_lookup_per_entry_and_leaves_another_size_to_the_caller() -> None:
+    table = InodeTable(0)
+    d = table.child(table.root, "d", is_dir=True)
+    told = table.listed(d, "f", False, "d/f", 5, 123)
+    assert told is not None
+    number, size, mtime = told
+    f = table.get(number)
+    assert f is not None and (f.key, f.lookups, f.size, f.mtime_ns) == ("d/f", 1, 5, 123)
+    assert table.listed(d, "f", False, "d/f", 5, 456) == (number, 5, 123)  # same inode, its mtime
+    f.digest = digest(b"12345")  # read: the inode stands for that version now
+    assert table.listed(d, "f", False, "d/f", 9, 0) is None, "the store has another size: not told"
+    assert (f.lookups, f.size) == (2, 5)
+    assert table.listed(d, "f", False, "d/f", -1, 0) == (number, 5, 123)  # size not known: as told
+    sub = table.listed(d, "f", True, "d/f", 0, 0)  # the name is a directory now
+    assert sub is not None and sub[0] != number and not f.current
+    directory = table.get(sub[0])
+    assert directory is not None and directory.is_dir and directory.lookups == 1
+
+
+def test_a_listed_number_that_stands_for_another_path_since_is_not_given_its_pages(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(InodeTable, "_number", staticmethod(lambda path, is_dir: 100))  # all collide
+    engine = MemoryEngine()
+    engine.set_many({"d/a": "the value of a", "d/b": "b"})
+    operations = Operations(engine, MountOptions(read_only=True))
+    operations.load()
+    kernel = _Kernel()
+    operations.kernel.attach(kernel)
+    try:
+        folder = operations.lookup(ROOT_INO, b"d").attributes
+        assert folder is not None
+        assert operations.readdirplus(folder.ino, 4096, 0)
+        listed = dict(operations._listed[folder.ino])
+        first = next(number for number, key in listed.items() if key == "d/a")
+        operations.forget(list((number, 1) for number in listed))
+        assert operations.inodes.get(first) is None
+        b = operations.lookup(folder.ino, b"b").attributes  # the first free number now
+        assert b is not None and b.ino == first
+        operations._read(["d/a", "d/b"], "d/a")
+        with operations.lock:
+            assert operations._fill_listed(listed.items()) == 0
+        assert operations.kernel.wait_sent(5) and kernel.stored == []
+    finally:
+        operations.kernel.detach()
+
+
 @pytest.mark.parametrize("names", [4, LISTED_CHILDREN, LISTED_CHILDREN + 1, 50])
 def test_a_directory_holds_each_name_once_however_many_it_holds(names: int) -> None:
     table = InodeTable(0)

@@ -222,19 +222,26 @@ class InodeTable:
         """The current inode of ``name`` in ``parent``, made when the kernel has none (a name
         that changed between file and directory gets a new inode). ``path``: its path, when
         the caller has it."""
-        found = self._held(parent.row, name)
-        if found != _NONE:
-            if bool(self._flags[found] & _DIR) == is_dir:
-                return self._view(found)
-            self.supersede(self._view(found), None)
-        ino = self._number(path if path is not None else _join(parent.path, name), is_dir)
-        cell = self._cell(ino)
-        while self._index[cell] != _NONE:  # a superseded version still held, or a collision
-            ino = ino + 1 if ino < _INO_MASK else 2
-            cell = self._cell(ino)
-        row = self._new(ino, cell, parent.row, name, is_dir)
-        self._hold(parent.row, row)
-        return self._view(row)
+        return self._view(self._child(parent.row, name, is_dir, path))
+
+    def listed(self, parent: Inode, name: str, is_dir: bool, path: str, size: int,
+               mtime_ns: int) -> tuple[int, int, int] | None:
+        """Count one more lookup of the current inode of ``name`` in ``parent`` (at ``path``),
+        for a listing that tells the kernel of it, and return its number, size and mtime.
+
+        The inode is made when the kernel holds none; a file of which nothing was told or read
+        yet takes ``size`` (and ``mtime_ns`` if it has no mtime). None, counting nothing, when a
+        file's inode stands for another size than ``size`` (< 0: not known): the caller checks."""
+        row = self._child(parent.row, name, is_dir, path)
+        if not is_dir:
+            if self._lookups[row] == 0 and not self._flags[row] & _DIGESTED:
+                self._size[row] = size
+                if not self._mtime_ns[row]:
+                    self._mtime_ns[row] = mtime_ns
+            elif self._size[row] != size and size >= 0:
+                return None
+        self._lookups[row] += 1
+        return self._ino[row], self._size[row], self._mtime_ns[row]
 
     def forget(self, ino: int, count: int) -> None:
         self.forget_many([(ino, count)])
@@ -272,6 +279,21 @@ class InodeTable:
         self._hold(parent.row, inode.row)
 
     # --- rows -----------------------------------------------------------------------------------
+
+    def _child(self, parent: int, name: str, is_dir: bool, path: str | None) -> int:
+        found = self._held(parent, name)
+        if found != _NONE:
+            if bool(self._flags[found] & _DIR) == is_dir:
+                return found
+            self.supersede(self._view(found), None)
+        ino = self._number(path if path is not None else _join(self._path(parent), name), is_dir)
+        cell = self._cell(ino)
+        while self._index[cell] != _NONE:  # a superseded version still held, or a collision
+            ino = ino + 1 if ino < _INO_MASK else 2
+            cell = self._cell(ino)
+        row = self._new(ino, cell, parent, name, is_dir)
+        self._link(parent, row)
+        return row
 
     def _view(self, row: int) -> Inode:
         seen = self._views.get(row)
@@ -392,11 +414,15 @@ class InodeTable:
             row = after
 
     def _hold(self, directory: int, row: int) -> None:
-        """``row`` is the current inode of its name in ``directory`` (the caller detached any other)."""
-        name = self._names[row]
-        held = self._held(directory, name)
+        """``row`` is the current inode of its name in ``directory``, in place of any other."""
+        held = self._held(directory, self._names[row])
         if held != _NONE:
             self._detach(held)
+        self._link(directory, row)
+
+    def _link(self, directory: int, row: int) -> None:
+        """Add ``row`` to the held names of ``directory``, which has no other of its name."""
+        name = self._names[row]
         first = self._first[directory]
         self._next[row], self._previous[row] = first, _NONE
         if first != _NONE:
@@ -405,7 +431,8 @@ class InodeTable:
         named = self._named.get(directory)
         if named is not None:
             named[name] = row
-        elif next(itertools.islice(self._held_rows(directory), LISTED_CHILDREN, None), _NONE) != _NONE:
+        elif (self._dependents[directory] > LISTED_CHILDREN  # no more names than rows below it
+              and next(itertools.islice(self._held_rows(directory), LISTED_CHILDREN, None), _NONE) != _NONE):
             self._named[directory] = {self._names[held]: held for held in self._held_rows(directory)}
 
     def _detach(self, row: int) -> None:

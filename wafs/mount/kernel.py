@@ -76,8 +76,7 @@ class KernelCache:
             raise FuseError(errno.ESTALE)
         if inode.unsure:
             inode.unsure = not self.forget_attributes(ino)
-        parent = inode.parent
-        if not inode.current and parent is not None:
+        if not inode.current and (parent := inode.parent) is not None:
             self.forget_entry(parent.ino, inode.name)
         return inode
 

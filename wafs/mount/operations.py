@@ -129,7 +129,7 @@ class Operations(fuse.Filesystem):
         self._mtimes: dict[str, int] = {}  # keys whose value the daemon saw change: when
         self._listings: dict[int, list[tuple[str, bool]]] = {}  # directory streams being read
         self._watch: Watch | None = None
-        self._listed: dict[int, list[Inode]] = {}  # the files of a directory's last listing reply
+        self._listed: dict[int, list[tuple[int, str]]] = {}  # the files of a directory's last reply
         #: Files whose pages are queued for the kernel: the inode, and its latest store's token.
         self._filling: dict[int, tuple[Inode, object]] = {}
         #: Reads of keys under way for the change feed or a resync: one flag per read, set once
@@ -357,6 +357,13 @@ class Operations(fuse.Filesystem):
             queued += 1
         return queued
 
+    def _fill_listed(self, files: Iterable[tuple[int, str]]) -> int:
+        """:meth:`_fill` for the files of a listing's reply, by number and key: only those whose
+        values the daemon has are looked at (a number may stand for another path since)."""
+        fresh, get = self.cache.fresh, self.inodes.get
+        return self._fill(inode for ino, key in files
+                          if fresh(key) is not None and (inode := get(ino)) is not None and inode.key == key)
+
     def _fills(self, inode: Inode, version: int) -> bool:
         with self.lock:
             return (self._queued(inode) and self.inodes.get(inode.ino) is inode
@@ -505,10 +512,10 @@ class Operations(fuse.Filesystem):
 
     def readdirplus(self, ino: int, size: int, offset: int) -> bytes:
         # The common request of a cold tree walk: packed here in one pass, no object per entry
-        # but the inode the kernel will hold.
+        # (the inodes are rows of the table, counted without a view of them).
         directory = self._dir(ino)
         with self.lock:  # the kernel made the inodes of its last reply before asking again
-            filled = self._fill(self._listed.pop(ino, ()))
+            filled = self._fill_listed(self._listed.pop(ino, ()))
         if filled:
             # The walker reads the files once it has this answer, and a page that comes after
             # its READ saves nothing. Bounded: a store may wait for a page lock that a reader
@@ -535,14 +542,15 @@ class Operations(fuse.Filesystem):
         # What fits, and the sizes it needs (a store round trip: before any inode is made)
         first = max(offset, 2)
         free = size - (2 - offset) * fuse.direntplus_size(b".") if offset < 2 else size
-        encoded: list[bytes] = []
+        encoded: list[tuple[bytes, int]] = []
         unknown = None
         for name, is_dir in names[first - 2:]:
             raw = name.encode("utf-8")
-            free -= fuse.direntplus_size(raw)
+            entry_size = fuse.direntplus_size(raw)
+            free -= entry_size
             if free < 0:
                 break
-            encoded.append(raw)
+            encoded.append((raw, entry_size))
             if unknown is None and not is_dir:
                 found = own_value if name == VALUE_NAME else entries.get(name)
                 if found is not None and not isinstance(found, Directory) and found < 0:
@@ -555,10 +563,12 @@ class Operations(fuse.Filesystem):
         file_mode = stat.S_IFREG | self.options.file_mode
         dir_mode = stat.S_IFDIR | self.options.dir_mode
         uid, gid, started = self.uid, self.gid, self.started_ns
-        pack, entry_size = fuse.pack_direntplus_fields, fuse.direntplus_size
+        pack = fuse.pack_direntplus_fields
         buffer = bytearray(size)
         used = 0
-        sent: list[Inode] = []
+        sent: list[int] = []
+        files: list[tuple[int, str]] = []
+        listed, mtimes = self.inodes.listed, self._mtimes
         with self.lock:
             try:
                 if offset < 2:
@@ -567,31 +577,37 @@ class Operations(fuse.Filesystem):
                         dot = b"." if position == 0 else b".."
                         pack(buffer, used, dot, position + 1, timeouts,
                              directory.ino, dir_mode, 0, mtime, 2, uid, gid)
-                        used += entry_size(dot)
-                for position, raw in enumerate(encoded, start=first):
+                        used += fuse.direntplus_size(dot)
+                for position, (raw, entry_size) in enumerate(encoded, start=first):
                     name, is_dir = names[position - 2]
                     path = f"{base}{SEPARATOR}{name}" if base else name
                     if is_dir:
-                        inode = self.inodes.child(directory, name, is_dir=True, path=path)
-                        pack(buffer, used, raw, position + 1, dir_timeouts, inode.ino, dir_mode, 0,
+                        told = listed(directory, name, True, path, 0, 0)
+                        assert told is not None
+                        pack(buffer, used, raw, position + 1, dir_timeouts, told[0], dir_mode, 0,
                              max(started, self.tree.changed_ns(path)), 2, uid, gid)
                     else:
                         found = own_value if name == VALUE_NAME else entries.get(name)
                         if isinstance(found, Directory):
                             continue  # a directory now: the next listing shows it
                         file_size = found if found is not None and found >= 0 else self.tree.file_size(path)
-                        inode = self._file_inode(directory, name, file_size, path)
-                        mtime = inode.mtime_ns or self._mtimes.get(_key_of(path), started)
-                        pack(buffer, used, raw, position + 1, timeouts, inode.ino, file_mode,
-                             inode.size, mtime, 1, uid, gid)
-                    inode.lookups += 1
-                    sent.append(inode)
-                    used += entry_size(raw)
+                        key = base if name == VALUE_NAME else path
+                        default_mtime = mtimes.get(key, started)
+                        told = listed(directory, name, False, path, file_size, default_mtime)
+                        if told is None:  # the kernel was told another size: the store decides
+                            inode = self._file_inode(directory, name, file_size, path)
+                            inode.lookups += 1
+                            told = inode.ino, inode.size, inode.mtime_ns
+                        number, told_size, mtime = told
+                        pack(buffer, used, raw, position + 1, timeouts, number, file_mode,
+                             told_size, mtime or default_mtime, 1, uid, gid)
+                        files.append((number, key))
+                    sent.append(told[0])
+                    used += entry_size
             except BaseException:
-                for inode in sent:  # the kernel gets none of them
-                    self.inodes.forget(inode.ino, 1)
+                self.inodes.forget_many((number, 1) for number in sent)  # the kernel gets none of them
                 raise
-            self._listed[ino] = [inode for inode in sent if not inode.is_dir]
+            self._listed[ino] = files
             if len(self._listed) > LISTED_KEPT:
                 del self._listed[next(iter(self._listed))]
         return bytes(buffer[:used])
