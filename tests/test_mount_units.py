@@ -302,6 +302,29 @@ class _Kernel:
         return True
 
 
+def test_a_read_gives_the_kernel_the_pages_of_the_files_read_with_it() -> None:
+    engine = MemoryEngine()
+    engine.set_many({f"wide/k{i:03}": f"value {i}" for i in range(200)})
+    operations = Operations(engine, MountOptions(read_only=True))
+    operations.load()
+    kernel = _Kernel()
+    operations.kernel.attach(kernel)
+    try:
+        folder = operations.lookup(ROOT_INO, b"wide").attributes
+        assert folder is not None
+        numbers = {}
+        for i in range(200):
+            attributes = operations.lookup(folder.ino, f"k{i:03}".encode()).attributes
+            assert attributes is not None
+            numbers[i] = attributes.ino
+        assert operations.read(numbers[0], 4096, 0, 0) == b"value 0"  # with its neighbours
+        assert operations.kernel.wait_sent(5)
+        assert sorted(kernel.stored) == sorted(numbers[i] for i in range(1, 200)), \
+            "every file read with it, but not the one a READ waits for"
+    finally:
+        operations.kernel.detach()
+
+
 def test_waiting_for_the_kernel_notifications_is_bounded() -> None:
     cache = KernelCache()
     cache.attach(_Kernel())

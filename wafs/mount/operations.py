@@ -415,7 +415,10 @@ class Operations(fuse.Filesystem):
             self.kernel.forget_contents(inode.ino)
 
     def _read(self, keys: list[str], path: str) -> dict[str, Value | None]:
-        """Read ``keys`` from the store, and the files a tree walk reads next, in one call."""
+        """Read ``keys`` from the store, and the files a tree walk reads next, in one call; the
+        kernel gets the pages of those next files that it holds (the walk then reads them with
+        no request; not those of ``keys``, which a READ may be waiting for)."""
+        wanted = keys
         if self.tree.bulk:
             budget = [PREFETCH_BYTES]
             now = time.monotonic()
@@ -427,7 +430,6 @@ class Operations(fuse.Filesystem):
                 budget[0] -= cost
                 return True
 
-            wanted = keys
             keys = keys + self.tree.neighbours(path, want, PREFETCH_KEYS)
             try:
                 values = self.engine.get_many(keys)
@@ -444,6 +446,9 @@ class Operations(fuse.Filesystem):
             seen[key] = self.observe(key, data)
             sizes[key] = None if data is None else len(data)
         self.tree.learn_sizes(sizes)
+        with self.lock:
+            self._fill(inode for key in seen
+                       if key not in wanted and (inode := self._file_of_key(key)) is not None)
         return seen
 
     def _current(self, key: str, path: str) -> Value | None:
@@ -667,13 +672,18 @@ class Operations(fuse.Filesystem):
         if inode.current:
             path = inode.path
             value = self._current(_key_of(path), path)
+            data = None
             with self.lock:
                 if inode.current:
                     if value is None:
                         raise FuseError(errno.ENOENT)
                     inode.digest = value.digest
                     self._fill_siblings(inode)
-                    return value.data[offset:offset + size]
+                    data, filling = value.data[offset:offset + size], bool(self._filling)
+            if data is not None:
+                if filling:  # the reader reads the next files at once: their pages go first
+                    self.kernel.wait_sent(FILL_WAIT_SECONDS)
+                return data
         if inode.data is None:
             raise FuseError(errno.ESTALE)  # changed in the store, and its old bytes are gone
         return inode.data[offset:offset + size]
