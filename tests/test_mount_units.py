@@ -240,6 +240,29 @@ def test_a_reader_follows_a_value_that_only_grew() -> None:
     assert reader.content() == b"one\ntwo\n"
 
 
+class _CountingSizes(MemoryEngine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.size_calls = 0
+
+    def sizes(self, keys: Iterable[str]) -> dict[str, int | None]:
+        self.size_calls += 1
+        return super().sizes(keys)
+
+
+@pytest.mark.parametrize("order", ["listing", "reversed"])
+def test_a_walk_in_either_order_reads_its_sizes_in_batches(order: str) -> None:
+    engine = _CountingSizes()
+    engine.set_many({f"chat/m{i:03}/raw": "x" * i for i in range(300)})
+    tree = Tree(engine, ttl=60.0)
+    listed = tree.listing("chat")
+    assert listed is not None and len(listed.entries) == 300
+    names = list(listed.entries)
+    for name in names if order == "listing" else reversed(names):
+        assert tree.file_size(f"chat/{name}/raw") == int(name[1:])
+    assert engine.size_calls == 1, "300 directories of one file each: one batch"
+
+
 class _ComingBack(MemoryEngine):
     """A store restarting: the next listing waits ``wait`` seconds for its first answer."""
 

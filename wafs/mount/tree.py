@@ -122,6 +122,15 @@ def _from(entries: dict[str, Directory | int], start: str | None,
     return items
 
 
+def _before(entries: dict[str, Directory | int], start: str) -> Iterable[tuple[str, Directory | int]]:
+    """The entries before ``start``, nearest first (none when it is not there)."""
+    names = reversed(entries)
+    for name in names:
+        if name == start:
+            return ((name, entries[name]) for name in names)
+    return ()
+
+
 def _set_entry_size(parent: Directory, name: str, size: int | None, create: bool = False) -> None:
     """Set the size of file ``name`` in ``parent`` (None: remove it; a directory's own value)."""
     entry = parent.entries.get(name)
@@ -435,7 +444,9 @@ class Tree:
         ``path`` itself and the files after it in its directory come first (with
         ``whole_directory``, every file of its directory), then those of the directories after
         it in its parent (a tree walk such as ``grep -r`` or ``cp -a`` opens them next): every
-        message is a directory of its own, so one directory alone is a poor batch.
+        message is a directory of its own, so one directory alone is a poor batch. With
+        ``whole_directory``, a batch with room left takes the directories before it too,
+        nearest first (``ls -R`` and ``rsync`` walk in name order, not in listing order).
         ``want(key, size)`` picks the files.
         """
         parent_path, _, own_name = path.rpartition(SEPARATOR)
@@ -452,7 +463,10 @@ class Tree:
             grand = self._find_dir(grand_path)
             if grand is None:
                 return found
-            for name, entry in _from(grand.entries, parent_name, inclusive=False):
+            siblings = _from(grand.entries, parent_name, inclusive=False)
+            if whole_directory:
+                siblings = itertools.chain(siblings, _before(grand.entries, parent_name))
+            for name, entry in siblings:
                 if len(found) >= limit:
                     break
                 if isinstance(entry, Directory):
