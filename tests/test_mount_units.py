@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 import time
@@ -9,7 +10,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import pytest
 
-from wafs import MemoryEngine
+from wafs import Engine, MemoryEngine
 from wafs.mount.fuse import ROOT_INO
 from wafs.mount.handles import Handle
 from wafs.mount.inodes import LISTED_CHILDREN, InodeTable
@@ -90,11 +91,7 @@ def test_a_listed_number_that_stands_for_another_path_since_is_not_given_its_pag
     monkeypatch.setattr(InodeTable, "_number", staticmethod(lambda path, is_dir: 100))  # all collide
     engine = MemoryEngine()
     engine.set_many({"d/a": "the value of a", "d/b": "b"})
-    operations = Operations(engine, MountOptions(read_only=True))
-    operations.load()
-    kernel = _Kernel()
-    operations.kernel.attach(kernel)
-    try:
+    with _read_only_operations(engine) as (operations, kernel):
         folder = operations.lookup(ROOT_INO, b"d").attributes
         assert folder is not None
         assert operations.readdirplus(folder.ino, 4096, 0)
@@ -108,8 +105,6 @@ def test_a_listed_number_that_stands_for_another_path_since_is_not_given_its_pag
         with operations.lock:
             assert operations._fill_listed(listed.items()) == 0
         assert operations.kernel.wait_sent(5) and kernel.stored == []
-    finally:
-        operations.kernel.detach()
 
 
 @pytest.mark.parametrize("names", [4, LISTED_CHILDREN, LISTED_CHILDREN + 1, 50])
@@ -325,14 +320,23 @@ class _Kernel:
         return True
 
 
-def test_a_read_gives_the_kernel_the_pages_of_the_files_read_with_it() -> None:
-    engine = MemoryEngine()
-    engine.set_many({f"wide/k{i:03}": f"value {i}" for i in range(200)})
+@contextlib.contextmanager
+def _read_only_operations(engine: Engine) -> Iterator[tuple[Operations, _Kernel]]:
+    """A read-only mount's operations over ``engine``, telling a stub kernel, until the end."""
     operations = Operations(engine, MountOptions(read_only=True))
     operations.load()
     kernel = _Kernel()
     operations.kernel.attach(kernel)
     try:
+        yield operations, kernel
+    finally:
+        operations.kernel.detach()
+
+
+def test_a_read_gives_the_kernel_the_pages_of_the_files_read_with_it() -> None:
+    engine = MemoryEngine()
+    engine.set_many({f"wide/k{i:03}": f"value {i}" for i in range(200)})
+    with _read_only_operations(engine) as (operations, kernel):
         folder = operations.lookup(ROOT_INO, b"wide").attributes
         assert folder is not None
         numbers = {}
@@ -344,8 +348,6 @@ def test_a_read_gives_the_kernel_the_pages_of_the_files_read_with_it() -> None:
         assert operations.kernel.wait_sent(5)
         assert sorted(kernel.stored) == sorted(numbers[i] for i in range(1, 200)), \
             "every file read with it, but not the one a READ waits for"
-    finally:
-        operations.kernel.detach()
 
 
 def test_waiting_for_the_kernel_notifications_is_bounded() -> None:
@@ -399,11 +401,7 @@ def test_a_resync_keeps_what_the_mount_wrote_while_it_read() -> None:
 def test_a_file_s_pages_go_to_the_kernel_once_per_version_and_nothing_stays_queued() -> None:
     engine = MemoryEngine()
     engine.set_many({"d/a": "first", "d/b": "second"})
-    operations = Operations(engine, MountOptions(read_only=True))
-    operations.load()
-    kernel = _Kernel()
-    operations.kernel.attach(kernel)
-    try:
+    with _read_only_operations(engine) as (operations, kernel):
         folder = operations.lookup(ROOT_INO, b"d").attributes
         assert folder is not None
         for name in (b"a", b"b"):
@@ -424,5 +422,3 @@ def test_a_file_s_pages_go_to_the_kernel_once_per_version_and_nothing_stays_queu
         with operations.lock:
             assert operations._fill([current]) == 1
         assert operations.kernel.wait_sent(5) and len(kernel.stored) == 3
-    finally:
-        operations.kernel.detach()
