@@ -251,8 +251,8 @@ def test_a_walk_in_either_order_reads_its_sizes_in_batches(order: str) -> None:
     engine.set_many({f"chat/m{i:03}/raw": "x" * i for i in range(300)})
     tree = Tree(engine, ttl=60.0)
     listed = tree.listing("chat")
-    assert listed is not None and len(listed.entries) == 300
-    names = list(listed.entries)
+    assert listed is not None and len(listed) == 300
+    names = list(listed)
     for name in names if order == "listing" else reversed(names):
         assert tree.file_size(f"chat/{name}/raw") == int(name[1:])
     assert engine.size_calls == 1, "300 directories of one file each: one batch"
@@ -300,7 +300,7 @@ def test_a_tree_read_from_a_scan_that_repeats_keys_holds_each_once() -> None:
     tree.refresh()
     listing = tree.listing("chat/A")
     assert listing is not None
-    assert sorted(listing.entries) == ["index", "message"]
+    assert sorted(listing) == ["index", "message"]
     assert listing.value is not None  # the key "chat/A" itself, shown as chat/A/__value__
     assert hidden == ["x/__value__"]  # a reserved name: hidden, and noted once
 

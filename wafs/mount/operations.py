@@ -536,13 +536,13 @@ class Operations(fuse.Filesystem):
             if node is None:
                 raise FuseError(errno.ENOENT)
             with self.tree.lock:
-                names = [(name, isinstance(entry, Directory)) for name, entry in node.entries.items()]
+                names = [(name, isinstance(entry, Directory)) for name, entry in node.items()]
                 if node.value is not None:
                     names.append((VALUE_NAME, False))
             self._listings[ino] = names
         else:
             node = self.tree.cached_directory(base)
-        entries = node.entries if node is not None else {}
+        entries: dict[str, Directory | int] = node if node is not None else {}
         own_value = node.value if node is not None else None
         # What fits, and the sizes it needs (a store round trip: before any inode is made)
         first = max(offset, 2)
@@ -1074,7 +1074,7 @@ class Operations(fuse.Filesystem):
                     continue
                 for child in inode.held_children():
                     name = child.name
-                    entry = node.value if name == VALUE_NAME else node.entries.get(name)
+                    entry = node.value if name == VALUE_NAME else node.get(name)
                     if entry is None or isinstance(entry, Directory) != child.is_dir:
                         self._remove(child, None if child.is_dir else self.cache.get(child.key))
                     elif child.is_dir and recursive:

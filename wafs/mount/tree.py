@@ -67,19 +67,26 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-class Directory:
-    """A directory: ``entries`` maps a name to a sub-``Directory`` or to a file size (-1: unknown)."""
+class Directory(dict[str, "Directory | int"]):
+    """A directory: maps a name to a sub-``Directory`` or to a file size (-1: unknown).
 
-    __slots__ = ("entries", "value", "loaded", "local")
+    The dict itself rather than an object holding one: a tree has a directory per message,
+    and this saves 40 bytes each. It compares and hashes by identity, like an object (an
+    empty one is still false: test ``is None``)."""
+
+    __slots__ = ("value", "loaded", "local")
+    __eq__ = object.__eq__
+    __ne__ = object.__ne__
+    __hash__ = object.__hash__  # type: ignore[assignment]
 
     def __init__(self) -> None:
-        self.entries: dict[str, Directory | int] = {}
+        super().__init__()
         self.value: int | None = None  # size of the key named like this directory, if any
         self.loaded = 0.0  # monotonic time the listing was read; 0: never
         self.local = False  # made by mkdir or emptied through the mount: kept with no keys
 
     def is_empty(self) -> bool:
-        return not self.entries and self.value is None
+        return len(self) == 0 and self.value is None
 
 
 _NOT_NAMES = frozenset(["", ".", "..", VALUE_NAME])
@@ -110,7 +117,7 @@ class _Change:
         return directory == "" or self.path == directory or self.path.startswith(directory + SEPARATOR)
 
 
-def _from(entries: dict[str, Directory | int], start: str | None,
+def _from(entries: Directory, start: str | None,
           inclusive: bool) -> Iterable[tuple[str, Directory | int]]:
     """The entries from ``start`` on, in listing order (all of them when it is not there)."""
     items = iter(entries.items())
@@ -122,7 +129,7 @@ def _from(entries: dict[str, Directory | int], start: str | None,
     return items
 
 
-def _before(entries: dict[str, Directory | int], start: str) -> Iterable[tuple[str, Directory | int]]:
+def _before(entries: Directory, start: str) -> Iterable[tuple[str, Directory | int]]:
     """The entries before ``start``, nearest first (none when it is not there)."""
     names = reversed(entries)
     for name in names:
@@ -133,13 +140,13 @@ def _before(entries: dict[str, Directory | int], start: str) -> Iterable[tuple[s
 
 def _set_entry_size(parent: Directory, name: str, size: int | None, create: bool = False) -> None:
     """Set the size of file ``name`` in ``parent`` (None: remove it; a directory's own value)."""
-    entry = parent.entries.get(name)
+    entry = parent.get(name)
     if isinstance(entry, Directory):
         entry.value = size
     elif size is None:
-        parent.entries.pop(name, None)
+        parent.pop(name, None)
     elif entry is not None or create:
-        parent.entries[name] = size
+        parent[name] = size
 
 
 _MISSING = Directory()  # not looked up yet
@@ -323,19 +330,19 @@ class Tree:
             *parents, leaf = parts
             node = root
             for name in parents:
-                child = node.entries.get(name)
+                child = node.get(name)
                 if not isinstance(child, Directory):
                     name = names.setdefault(name, name)
                     replaced = Directory()
                     if child is not None:
                         replaced.value = child
-                    node.entries[name] = child = replaced
+                    node[name] = child = replaced
                 node = child
-            existing = node.entries.get(leaf)
+            existing = node.get(leaf)
             if isinstance(existing, Directory):
                 existing.value = UNKNOWN
             else:
-                node.entries[names.setdefault(leaf, leaf)] = UNKNOWN
+                node[names.setdefault(leaf, leaf)] = UNKNOWN
         return root, hidden
 
     def _list_directory(self, path: str) -> None:
@@ -362,8 +369,8 @@ class Tree:
                 node = self._find_dir(path)
                 if node is None:
                     return False
-                old = node.entries
-                node.entries = {}
+                old = dict(node)
+                node.clear()
                 node.value = None
                 hidden = []
                 for name, kind in children.items():
@@ -374,28 +381,28 @@ class Tree:
                     if kind & Kind.DIR:
                         previous = old.get(name)
                         child = previous if isinstance(previous, Directory) else Directory()
-                        node.entries[name] = child
+                        node[name] = child
                         if kind & Kind.FILE:
                             child.value = sizes.get(key) or 0
                     else:
                         size = sizes.get(key)
                         if size is not None:
-                            node.entries[name] = size
+                            node[name] = size
                 for name, previous in old.items():
-                    if isinstance(previous, Directory) and name not in node.entries and (
+                    if isinstance(previous, Directory) and name not in node and (
                         previous.local or self._holds_local_dir(self._join(path, name))
                     ):
-                        node.entries[name] = previous
+                        node[name] = previous
                 for change in replay:
                     self._apply(self.root, change)
                 for key in self._held:
                     if _Change("put", key).within(path) and self._find_file(self.root, key) is None:
                         self._apply(self.root, _Change("put", key, 0))
-                changed = node.entries.keys() != old.keys()
+                changed = node.keys() != old.keys()
                 if changed:
                     self._dir_changed[path] = now = time.time_ns()
                     for name, previous in old.items():  # gone, with all below: if they come
-                        if isinstance(previous, Directory) and name not in node.entries:  # back,
+                        if isinstance(previous, Directory) and name not in node:  # back,
                             self._mark_subtree(self._join(path, name), previous, now)  # list anew
                 node.loaded = started
                 self._note_hidden(hidden)
@@ -403,7 +410,7 @@ class Tree:
 
     def _mark_subtree(self, path: str, directory: Directory, now: int) -> None:
         self._dir_changed[path] = now
-        for name, entry in directory.entries.items():
+        for name, entry in directory.items():
             if isinstance(entry, Directory):
                 self._mark_subtree(self._join(path, name), entry, now)
 
@@ -431,7 +438,7 @@ class Tree:
         with self.lock:
             if name == VALUE_NAME:
                 return parent.value
-            return parent.entries.get(name)
+            return parent.get(name)
 
     def listing(self, path: str) -> Directory | None:
         """The directory at ``path``, freshly listed, or None when there is none."""
@@ -463,9 +470,9 @@ class Tree:
             grand = self._find_dir(grand_path)
             if grand is None:
                 return found
-            siblings = _from(grand.entries, parent_name, inclusive=False)
+            siblings = _from(grand, parent_name, inclusive=False)
             if whole_directory:
-                siblings = itertools.chain(siblings, _before(grand.entries, parent_name))
+                siblings = itertools.chain(siblings, _before(grand, parent_name))
             for name, entry in siblings:
                 if len(found) >= limit:
                     break
@@ -477,7 +484,7 @@ class Tree:
                  found: list[str], limit: int, start: str | None = None) -> None:
         if directory.value is not None and path and want(path, directory.value):
             found.append(path)
-        for name, entry in _from(directory.entries, start, inclusive=True):
+        for name, entry in _from(directory, start, inclusive=True):
             if len(found) >= limit:
                 return
             if not isinstance(entry, Directory):
@@ -493,7 +500,7 @@ class Tree:
                 return found
             with self.lock:
                 parent = self._find_dir(path.rpartition(SEPARATOR)[0])
-                directory_size = len(parent.entries) + 1 if parent is not None else 0
+                directory_size = len(parent) + 1 if parent is not None else 0
             # ls -l stats in name order, not listing order: the whole directory in one batch
             unknown = self.neighbours(path, lambda key, size: size == UNKNOWN,
                                       max(SIZE_BATCH, directory_size), whole_directory=True)
@@ -534,7 +541,7 @@ class Tree:
             parent = self._find_dir(parent_path)
             if parent is None:
                 return None
-            return parent.value if name == VALUE_NAME else parent.entries.get(name)
+            return parent.value if name == VALUE_NAME else parent.get(name)
 
     def cached_directory(self, path: str) -> Directory | None:
         """The directory at ``path`` as the tree holds it now, with no store access."""
@@ -613,10 +620,10 @@ class Tree:
             parent = self._find_dir(parent_path, root)
             if parent is None:
                 return parent_path or None
-            entry = parent.entries.get(name)
+            entry = parent.get(name)
             if change.kind == "drop_tree" or not isinstance(entry, Directory):
                 if entry is not None:
-                    del parent.entries[name]
+                    del parent[name]
             else:
                 entry.value = None
                 entry.local = True
@@ -630,25 +637,25 @@ class Tree:
         path = [root]
         names = key.split(SEPARATOR)
         for name in names[:-1]:
-            child = path[-1].entries.get(name)
+            child = path[-1].get(name)
             if not isinstance(child, Directory):
                 return
             path.append(child)
-        entry = path[-1].entries.get(names[-1])
+        entry = path[-1].get(names[-1])
         if isinstance(entry, Directory):
             entry.value = None
             if not entry.is_empty() or entry.local:
                 return
         if entry is not None:
-            del path[-1].entries[names[-1]]
+            del path[-1][names[-1]]
         for depth in range(len(path) - 1, 0, -1):  # prune directories the delete left empty
             if not path[depth].is_empty() or path[depth].local:
                 break
-            del path[depth - 1].entries[names[depth - 1]]
+            del path[depth - 1][names[depth - 1]]
 
     def _set_size(self, key: str, size: int | None, root: Directory | None = None,
                   create: bool = False) -> None:
-        root = root or self.root
+        root = self.root if root is None else root
         parent_path, _, name = key.rpartition(SEPARATOR)
         parent = self._make_dirs(root, parent_path) if create else self._find_dir(parent_path, root)
         if parent is not None:
@@ -661,7 +668,7 @@ class Tree:
         parent = self._find_dir(parent_path, root)
         if parent is None:
             return None
-        entry = parent.entries.get(name)
+        entry = parent.get(name)
         return entry.value if isinstance(entry, Directory) else entry
 
     @staticmethod
@@ -669,11 +676,11 @@ class Tree:
         return f"{directory}{SEPARATOR}{name}" if directory else name
 
     def _find_dir(self, path: str, root: Directory | None = None) -> Directory | None:
-        node = root or self.root
+        node = self.root if root is None else root
         if path == "":
             return node
         for name in path.split(SEPARATOR):
-            child = node.entries.get(name)
+            child = node.get(name)
             if not isinstance(child, Directory):
                 return None
             node = child
@@ -684,13 +691,13 @@ class Tree:
         if path == "":
             return node
         for name in path.split(SEPARATOR):
-            child = node.entries.get(name)
+            child = node.get(name)
             if not isinstance(child, Directory):
                 replaced = Directory()
                 if isinstance(child, int):
                     replaced.value = child
                 replaced.loaded = node.loaded
-                node.entries[name] = child = replaced
+                node[name] = child = replaced
             node = child
         node.local = node.local or local
         return node
@@ -700,7 +707,7 @@ class Tree:
         stack = [root]
         while stack:
             node = stack.pop()
-            for entry in node.entries.values():
+            for entry in node.values():
                 if isinstance(entry, Directory):
                     yield entry
                     stack.append(entry)
